@@ -1,0 +1,410 @@
+//! The default transform: the spec's `TransformConfig` column mapping.
+//!
+//! One OTLP metric per distinct name, with all rows of that name as its data
+//! points. Integer value columns become integer points (exact beyond 2^53),
+//! real and decimal columns become doubles. Label columns become string
+//! attributes in the order they are listed; a null label is left out. Rows
+//! whose value or timestamp is unusable are skipped and counted by reason,
+//! never exported as zero.
+
+mod config;
+
+use config::{Config, Kind, TemporalityConfig, VALUE_TYPES};
+use kusto_metrics_guest::{
+    AttributeSetBuilder, AttributeValue, Batch, Column, ColumnExt, ColumnValues, ConfigError,
+    KustoType, Metric, MetricData, NumberPoints, NumberValues, Output, OutputBuilder, Requirements,
+    SkipCounter, SumData, Temporality, TextArena, TransformError, ticks_to_unix_nanos,
+};
+use rustc_hash::FxHashMap;
+
+/// Skip reasons, as they appear in the host's counters.
+pub mod reason {
+    pub const NULL_VALUE: &str = "null-value";
+    pub const NON_FINITE_VALUE: &str = "non-finite-value";
+    pub const INVALID_VALUE: &str = "invalid-value";
+    pub const NULL_TIMESTAMP: &str = "null-timestamp";
+    pub const TIMESTAMP_OUT_OF_RANGE: &str = "timestamp-out-of-range";
+    pub const NO_METRIC_NAME: &str = "no-metric-name";
+}
+
+pub struct ColumnMapping;
+
+#[cfg(target_arch = "wasm32")]
+kusto_metrics_guest::export!(ColumnMapping);
+
+impl kusto_metrics_guest::Guest for ColumnMapping {
+    fn validate(config: String) -> Result<Requirements, ConfigError> {
+        validate(&config)
+    }
+
+    fn transform(config: String, batch: Batch) -> Result<Output, TransformError> {
+        transform(&config, &batch)
+    }
+}
+
+pub fn validate(config: &str) -> Result<Requirements, ConfigError> {
+    Ok(Config::parse(config)?.requirements())
+}
+
+pub fn transform(config: &str, batch: &Batch) -> Result<Output, TransformError> {
+    let config = Config::parse(config).map_err(|e| TransformError {
+        column: None,
+        row: None,
+        message: e.message,
+    })?;
+    Mapping::new(&config, batch)?.run()
+}
+
+/// Where a metric's values come from.
+enum ValueSource<'a> {
+    Longs(&'a [i64]),
+    Reals(&'a [f64]),
+    Decimals(&'a TextArena),
+}
+
+struct ValueColumn<'a> {
+    column: &'a Column,
+    source: ValueSource<'a>,
+    /// What `valueColumns` adds to the metric name; empty for `valueColumn`.
+    suffix: &'a str,
+    /// Metric index by the row's raw name.
+    by_name: FxHashMap<&'a str, usize>,
+}
+
+struct LabelColumn<'a> {
+    column: &'a Column,
+    key: u32,
+    /// String-table index by value, for text columns (no copy per row).
+    text_cache: FxHashMap<&'a str, u32>,
+}
+
+struct MetricBuilder {
+    name: String,
+    attribute_sets: Vec<u32>,
+    start_times: Vec<u64>,
+    times: Vec<u64>,
+    values: NumberValues,
+}
+
+struct Mapping<'a> {
+    config: &'a Config,
+    rows: usize,
+    names: Option<(&'a Column, &'a TextArena)>,
+    default_name: &'a str,
+    timestamps: (&'a Column, &'a [i64]),
+    start_times: Option<(&'a Column, &'a [i64])>,
+    values: Vec<ValueColumn<'a>>,
+    labels: Vec<LabelColumn<'a>>,
+    out: OutputBuilder,
+    metrics: Vec<MetricBuilder>,
+    skips: SkipCounter,
+}
+
+fn type_error(column: &Column, wanted: &str) -> TransformError {
+    TransformError::column(
+        &column.name,
+        format!(
+            "column `{}` has type {}, but {wanted}",
+            column.name,
+            type_name(column.kusto_type)
+        ),
+    )
+}
+
+pub fn type_name(t: KustoType) -> &'static str {
+    match t {
+        KustoType::Bool => "bool",
+        KustoType::Int => "int",
+        KustoType::Long => "long",
+        KustoType::Real => "real",
+        KustoType::Decimal => "decimal",
+        KustoType::String => "string",
+        KustoType::Datetime => "datetime",
+        KustoType::Timespan => "timespan",
+        KustoType::Guid => "guid",
+        KustoType::Dynamic => "dynamic",
+    }
+}
+
+fn datetime_column<'a>(
+    batch: &'a Batch,
+    name: &str,
+) -> Result<(&'a Column, &'a [i64]), TransformError> {
+    let column = batch.column(name)?;
+    match (column.kusto_type, column.ticks()) {
+        (KustoType::Datetime, Some(ticks)) => Ok((column, ticks)),
+        _ => Err(type_error(column, "a timestamp column must be datetime")),
+    }
+}
+
+impl<'a> Mapping<'a> {
+    fn new(config: &'a Config, batch: &'a Batch) -> Result<Self, TransformError> {
+        let mut out = OutputBuilder::new();
+        let names = match config
+            .metric_name_column
+            .as_deref()
+            .filter(|c| !c.is_empty())
+        {
+            Some(name) => {
+                let column = batch.column(name)?;
+                match column.text() {
+                    Some(text) if column.kusto_type == KustoType::String => Some((column, text)),
+                    _ => return Err(type_error(column, "a metric name column must be string")),
+                }
+            }
+            None => None,
+        };
+        let timestamps = datetime_column(batch, &config.timestamp_column)?;
+        let start_times = match &config.start_timestamp_column {
+            Some(name) => Some(datetime_column(batch, name)?),
+            None => None,
+        };
+        let several = !config.value_columns.is_empty();
+        let mut values = Vec::new();
+        for name in config.values() {
+            let column = batch.column(name)?;
+            let source = match (&column.values, column.kusto_type) {
+                (ColumnValues::Longs(v), KustoType::Int | KustoType::Long) => ValueSource::Longs(v),
+                (ColumnValues::Reals(v), KustoType::Real) => ValueSource::Reals(v),
+                (ColumnValues::Text(t), KustoType::Decimal) => ValueSource::Decimals(t),
+                _ => {
+                    let allowed: Vec<&str> = VALUE_TYPES.iter().map(|t| type_name(*t)).collect();
+                    return Err(type_error(
+                        column,
+                        &format!("a value column must be one of {}", allowed.join(", ")),
+                    ));
+                }
+            };
+            values.push(ValueColumn {
+                column,
+                source,
+                suffix: if several { name } else { "" },
+                by_name: FxHashMap::default(),
+            });
+        }
+        let mut labels = Vec::new();
+        for name in &config.label_columns {
+            let column = batch.column(name)?;
+            labels.push(LabelColumn {
+                column,
+                key: out.intern(name),
+                text_cache: FxHashMap::default(),
+            });
+        }
+        Ok(Mapping {
+            config,
+            rows: batch.row_count as usize,
+            names,
+            default_name: config.default_metric_name.as_deref().unwrap_or(""),
+            timestamps,
+            start_times,
+            values,
+            labels,
+            out,
+            metrics: Vec::new(),
+            skips: SkipCounter::default(),
+        })
+    }
+
+    fn run(mut self) -> Result<Output, TransformError> {
+        let mut set = AttributeSetBuilder::default();
+        let mut scratch = String::new();
+        for row in 0..self.rows {
+            let (ts_column, ts) = self.timestamps;
+            if !ts_column.is_valid(row) {
+                self.skips.skip(reason::NULL_TIMESTAMP, row);
+                continue;
+            }
+            let Some(time) = ts.get(row).copied().and_then(ticks_to_unix_nanos) else {
+                self.skips.skip(reason::TIMESTAMP_OUT_OF_RANGE, row);
+                continue;
+            };
+            let start = match self.start_times {
+                Some((column, ticks)) if column.is_valid(row) => ticks
+                    .get(row)
+                    .copied()
+                    .and_then(ticks_to_unix_nanos)
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            let raw_name = match self.names {
+                Some((column, text)) if column.is_valid(row) && !text.get(row).is_empty() => {
+                    text.get(row)
+                }
+                _ => self.default_name,
+            };
+            if raw_name.is_empty() && self.values.iter().all(|v| v.suffix.is_empty()) {
+                self.skips.skip(reason::NO_METRIC_NAME, row);
+                continue;
+            }
+            let attrs = self.attribute_set(row, &mut set, &mut scratch);
+            for v in 0..self.values.len() {
+                let Some(value) = self.value(v, row) else {
+                    continue;
+                };
+                let metric = self.metric_index(v, raw_name);
+                let m = &mut self.metrics[metric];
+                m.attribute_sets.push(attrs);
+                m.times.push(time);
+                if self.start_times.is_some() {
+                    m.start_times.push(start);
+                }
+                match (&mut m.values, value) {
+                    (NumberValues::Ints(ints), Value::Int(i)) => ints.push(i),
+                    (NumberValues::Doubles(ds), Value::Double(d)) => ds.push(d),
+                    // Two value columns of different types under one name:
+                    // keep every point, as doubles.
+                    (values, value) => {
+                        let mut ds =
+                            match std::mem::replace(values, NumberValues::Doubles(Vec::new())) {
+                                NumberValues::Ints(ints) => {
+                                    ints.into_iter().map(|i| i as f64).collect()
+                                }
+                                NumberValues::Doubles(ds) => ds,
+                            };
+                        ds.push(match value {
+                            Value::Int(i) => i as f64,
+                            Value::Double(d) => d,
+                        });
+                        *values = NumberValues::Doubles(ds);
+                    }
+                }
+            }
+        }
+        self.finish()
+    }
+
+    /// The row's value from value column `v`, or `None` after counting why not.
+    #[inline]
+    fn value(&mut self, v: usize, row: usize) -> Option<Value> {
+        let vc = &self.values[v];
+        if !vc.column.is_valid(row) {
+            self.skips.skip(reason::NULL_VALUE, row);
+            return None;
+        }
+        let value = match &vc.source {
+            ValueSource::Longs(l) => return l.get(row).map(|i| Value::Int(*i)),
+            ValueSource::Reals(r) => *r.get(row)?,
+            ValueSource::Decimals(t) => match t.get(row).trim().parse::<f64>() {
+                Ok(d) => d,
+                Err(_) => {
+                    self.skips.skip(reason::INVALID_VALUE, row);
+                    return None;
+                }
+            },
+        };
+        if value.is_finite() {
+            Some(Value::Double(value))
+        } else {
+            self.skips.skip(reason::NON_FINITE_VALUE, row);
+            None
+        }
+    }
+
+    #[inline]
+    fn metric_index(&mut self, v: usize, raw_name: &'a str) -> usize {
+        if let Some(&i) = self.values[v].by_name.get(raw_name) {
+            return i;
+        }
+        let vc = &self.values[v];
+        let parts = [
+            self.config.metric_name_prefix.as_deref().unwrap_or(""),
+            raw_name,
+            vc.suffix,
+        ];
+        let name = parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("_");
+        let i = match self.metrics.iter().position(|m| m.name == name) {
+            Some(i) => i,
+            None => {
+                self.metrics.push(MetricBuilder {
+                    name,
+                    attribute_sets: Vec::new(),
+                    start_times: Vec::new(),
+                    times: Vec::new(),
+                    values: match vc.source {
+                        ValueSource::Longs(_) => NumberValues::Ints(Vec::new()),
+                        _ => NumberValues::Doubles(Vec::new()),
+                    },
+                });
+                self.metrics.len() - 1
+            }
+        };
+        self.values[v].by_name.insert(raw_name, i);
+        i
+    }
+
+    #[inline]
+    fn attribute_set(
+        &mut self,
+        row: usize,
+        set: &mut AttributeSetBuilder,
+        scratch: &mut String,
+    ) -> u32 {
+        set.clear();
+        for label in &mut self.labels {
+            if !label.column.is_valid(row) {
+                continue;
+            }
+            let value = match label.column.text() {
+                Some(text) => {
+                    let s = text.get(row);
+                    match label.text_cache.get(s) {
+                        Some(&i) => i,
+                        None => {
+                            let i = self.out.intern(s);
+                            label.text_cache.insert(s, i);
+                            i
+                        }
+                    }
+                }
+                None => {
+                    label.column.render(row, scratch);
+                    self.out.intern(scratch)
+                }
+            };
+            set.push(label.key, AttributeValue::Str(value));
+        }
+        self.out.attribute_set(set)
+    }
+
+    fn finish(mut self) -> Result<Output, TransformError> {
+        let temporality = match self.config.temporality {
+            Some(TemporalityConfig::Delta) => Temporality::Delta,
+            _ => Temporality::Cumulative,
+        };
+        for m in std::mem::take(&mut self.metrics) {
+            let points = NumberPoints {
+                attribute_sets: m.attribute_sets,
+                start_times: m.start_times,
+                times: m.times,
+                values: m.values,
+            };
+            let data = match self.config.kind {
+                Kind::Gauge => MetricData::Gauge(points),
+                Kind::Sum => MetricData::Sum(SumData {
+                    points,
+                    monotonic: self.config.monotonic.unwrap_or(false),
+                    temporality,
+                }),
+            };
+            self.out.push_metric(Metric {
+                name: m.name,
+                description: self.config.description.clone(),
+                unit: self.config.unit.clone(),
+                data,
+            });
+        }
+        Ok(self.out.finish(self.skips.finish()))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Value {
+    Int(i64),
+    Double(f64),
+}

@@ -1,0 +1,195 @@
+//! The transform's speed: a 100,000-row batch (name, value, timestamp, three
+//! labels) through (a) the default guest in Wasm and (b) the same mapping
+//! compiled natively into the host, then both again with OTLP encoding.
+//! Prints rows per second and the ratios. Target: Wasm at least half the
+//! native speed and at least 1M rows/s on one core.
+//!
+//! `cargo bench -p kusto-metrics --bench transform`
+
+use std::time::{Duration, Instant};
+
+use kusto_metrics::export::{self, Resource};
+use kusto_metrics::source::batch::{BatchBuilder, ColumnBuilder, sample_context};
+use kusto_metrics::transform::{Limits, Runtime, builtin};
+use kusto_metrics::wit;
+use kusto_metrics_guest as g;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ROWS: usize = 100_000;
+const RUNS: usize = 15;
+const CONFIG: &str = r#"{"metricNameColumn":"metric_name","valueColumn":"metric_value","timestampColumn":"timestamp","labelColumns":["ServiceName","Region","Environment"]}"#;
+
+fn batch() -> wit::Batch {
+    let mut columns = vec![
+        ColumnBuilder::new("metric_name", wit::KustoType::String),
+        ColumnBuilder::new("metric_value", wit::KustoType::Real),
+        ColumnBuilder::new("timestamp", wit::KustoType::Datetime),
+        ColumnBuilder::new("ServiceName", wit::KustoType::String),
+        ColumnBuilder::new("Region", wit::KustoType::String),
+        ColumnBuilder::new("Environment", wit::KustoType::String),
+    ];
+    // A cheap deterministic spread of label values (~50 distinct each).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for row in 0..ROWS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let [c0, c1, c2, c3, c4, c5] = &mut columns[..] else {
+            unreachable!()
+        };
+        c0.push_text(&format!("metric_{}", x % 10)).unwrap();
+        c1.push_real((x % 10_000) as f64 / 7.0);
+        c2.push_ticks(17_508_456_000_000_000 + row as i64 * 600_000_000);
+        c3.push_text(&format!("service-{:02}", (x >> 8) % 50))
+            .unwrap();
+        c4.push_text(&format!("region-{:02}", (x >> 16) % 50))
+            .unwrap();
+        c5.push_text(&format!("environment-{:02}", (x >> 24) % 50))
+            .unwrap();
+    }
+    BatchBuilder::new(columns).finish(sample_context("bench"))
+}
+
+/// The same batch as the guest-side generated types.
+fn native_batch(b: &wit::Batch) -> g::Batch {
+    g::Batch {
+        context: g::BatchContext {
+            database: b.context.database.clone(),
+            table: b.context.table.clone(),
+            rule_name: b.context.rule_name.clone(),
+            rule_namespace: b.context.rule_namespace.clone(),
+            exporter_name: b.context.exporter_name.clone(),
+            window_start: b.context.window_start,
+            window_end: b.context.window_end,
+        },
+        row_count: b.row_count,
+        columns: b
+            .columns
+            .iter()
+            .map(|c| g::Column {
+                name: c.name.clone(),
+                kusto_type: kusto_type(c.kusto_type),
+                validity: c.validity.clone(),
+                values: match &c.values {
+                    wit::ColumnValues::Booleans(v) => g::ColumnValues::Booleans(v.clone()),
+                    wit::ColumnValues::Longs(v) => g::ColumnValues::Longs(v.clone()),
+                    wit::ColumnValues::Reals(v) => g::ColumnValues::Reals(v.clone()),
+                    wit::ColumnValues::Ticks(v) => g::ColumnValues::Ticks(v.clone()),
+                    wit::ColumnValues::Text(t) => g::ColumnValues::Text(g::TextArena {
+                        data: t.data.clone(),
+                        offsets: t.offsets.clone(),
+                    }),
+                },
+            })
+            .collect(),
+    }
+}
+
+fn kusto_type(t: wit::KustoType) -> g::KustoType {
+    match t {
+        wit::KustoType::Bool => g::KustoType::Bool,
+        wit::KustoType::Int => g::KustoType::Int,
+        wit::KustoType::Long => g::KustoType::Long,
+        wit::KustoType::Real => g::KustoType::Real,
+        wit::KustoType::Decimal => g::KustoType::Decimal,
+        wit::KustoType::String => g::KustoType::String,
+        wit::KustoType::Datetime => g::KustoType::Datetime,
+        wit::KustoType::Timespan => g::KustoType::Timespan,
+        wit::KustoType::Guid => g::KustoType::Guid,
+        wit::KustoType::Dynamic => g::KustoType::Dynamic,
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn measure(mut f: impl FnMut() -> usize) -> (Duration, usize) {
+    let mut points = f(); // warm-up
+    let samples = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            points = f();
+            start.elapsed()
+        })
+        .collect();
+    (median(samples), points)
+}
+
+fn rate(d: Duration) -> f64 {
+    ROWS as f64 / d.as_secs_f64()
+}
+
+fn main() {
+    let host_batch = batch();
+    let guest_batch = native_batch(&host_batch);
+    let runtime = Runtime::new(None, Limits::default()).expect("runtime");
+    let guest = runtime
+        .load(builtin::COLUMN_MAPPING_NAME, builtin::COLUMN_MAPPING)
+        .expect("default guest loads");
+    guest.validate(CONFIG).expect("config is valid");
+    let resource = Resource::default_host();
+
+    let (wasm, wasm_points) = measure(|| {
+        guest
+            .transform(CONFIG, &host_batch)
+            .expect("wasm transform")
+            .point_count()
+    });
+    let (native, native_points) = measure(|| {
+        column_mapping::transform(CONFIG, &guest_batch)
+            .expect("native transform")
+            .metrics
+            .iter()
+            .map(|m| match &m.data {
+                g::MetricData::Gauge(p) => p.times.len(),
+                _ => 0,
+            })
+            .sum()
+    });
+    assert_eq!(wasm_points, ROWS);
+    assert_eq!(native_points, ROWS);
+
+    let mut buf = Vec::new();
+    let (wasm_encode, bytes) = measure(|| {
+        let out = guest
+            .transform(CONFIG, &host_batch)
+            .expect("wasm transform");
+        buf.clear();
+        for slices in export::split_points(&out, 10_000) {
+            export::otlp_proto::encode_request(&resource, &out, &slices, &mut buf);
+        }
+        buf.len()
+    });
+
+    println!(
+        "transform of {ROWS} rows (name, value, timestamp, 3 labels), median of {RUNS} runs, one thread"
+    );
+    println!(
+        "  wasm guest (column-mapping):   {:>10.0} rows/s  ({:?})",
+        rate(wasm),
+        wasm
+    );
+    println!(
+        "  native (same mapping, linked): {:>10.0} rows/s  ({:?})",
+        rate(native),
+        native
+    );
+    println!(
+        "  wasm / native speed ratio:     {:>10.2}   (target >= 0.50)",
+        rate(wasm) / rate(native)
+    );
+    println!(
+        "  wasm >= 1M rows/s:             {:>10}",
+        rate(wasm) >= 1_000_000.0
+    );
+    println!(
+        "  wasm + OTLP protobuf encoding: {:>10.0} rows/s  ({:?}, {} bytes in requests of 10k points)",
+        rate(wasm_encode),
+        wasm_encode,
+        bytes
+    );
+}

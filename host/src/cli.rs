@@ -1,0 +1,78 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kusto-metrics",
+    version,
+    about = "Azure Data Explorer rows to OTLP metrics"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "KUSTO_METRICS_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `kusto_metrics=debug`); RUST_LOG wins.
+    #[arg(long, global = true, default_value = "info", env = "KUSTO_METRICS_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a transform on sample rows and print the OTLP/JSON request.
+    TestTransform(TestTransformArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestTransformArgs {
+    /// A YAML/JSON file with a `transform` block or a whole MetricsExporter.
+    #[arg(long, short = 't')]
+    pub transform: PathBuf,
+    /// Rows: a Kusto v2 or v1 JSON response, a `.csv` with `Name:type`
+    /// headers, or `.jsonl`.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// A guest component (.wasm) to run instead of the transform's `module`.
+    #[arg(long, short = 'm')]
+    pub module: Option<PathBuf>,
+    /// Print one line of JSON instead of indented JSON.
+    #[arg(long)]
+    pub compact: bool,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+/// Sandbox and cache settings for guests.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuestArgs {
+    /// Where compiled guests are cached [default: ~/.cache/kusto-metrics/components].
+    #[arg(long, env = "KUSTO_METRICS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile guests every time; keep nothing on disk.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Memory a guest may use per batch, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub guest_memory_mib: usize,
+    /// Time a guest may run per batch (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub guest_deadline: Duration,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration (e.g. 30s, 5m, 1h): {e}"))
+}

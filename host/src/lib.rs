@@ -1,0 +1,23 @@
+//! kusto-metrics: rows that adx-mon SummaryRules write to Azure Data Explorer,
+//! turned into OTLP metrics by a sandboxed WebAssembly transform and pushed to
+//! the metrics systems teams already run.
+//!
+//! # Layout
+//! A row's way through the host, one module per stage:
+//! - [`source`]: reads rows (local files, Kusto responses) into a column-by-column [`wit::Batch`].
+//! - [`transform`]: runs a guest component on a batch: engine, sandbox, limits, compile cache.
+//! - [`export`]: encodes the guest's [`wit::Output`] as OTLP (protobuf, JSON) with resource and scope.
+//!
+//! Beside them: [`wit`] (the contract's types, generated from `wit/`), [`error`]
+//! (retry classes shared by every stage), [`test_transform`] (the
+//! `kusto-metrics test-transform` command).
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod export;
+pub mod source;
+pub mod telemetry;
+pub mod test_transform;
+pub mod transform;
+pub mod wit;

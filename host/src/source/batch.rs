@@ -1,0 +1,338 @@
+//! Building a column-by-column [`Batch`] from values that arrive row by row.
+
+use super::values::{self, ValueResult};
+use crate::wit::{Batch, BatchContext, Column, ColumnValues, KustoType, TextArena};
+
+/// One column under construction.
+pub struct ColumnBuilder {
+    name: String,
+    ty: KustoType,
+    validity: Vec<u8>,
+    nulls: usize,
+    len: usize,
+    data: Data,
+}
+
+enum Data {
+    Booleans(Vec<u8>),
+    Longs(Vec<i64>),
+    Reals(Vec<f64>),
+    Ticks(Vec<i64>),
+    Text { data: String, offsets: Vec<u32> },
+}
+
+/// A text column passed 4 GiB, the most a `text-arena` can address.
+#[derive(Debug, thiserror::Error)]
+#[error("column `{0}` holds more than 4 GiB of text; read smaller windows")]
+pub struct ColumnTooLarge(pub String);
+
+impl ColumnBuilder {
+    pub fn new(name: impl Into<String>, ty: KustoType) -> Self {
+        let data = match ty {
+            KustoType::Bool => Data::Booleans(Vec::new()),
+            KustoType::Int | KustoType::Long => Data::Longs(Vec::new()),
+            KustoType::Real => Data::Reals(Vec::new()),
+            KustoType::Datetime | KustoType::Timespan => Data::Ticks(Vec::new()),
+            KustoType::Decimal | KustoType::String | KustoType::Guid | KustoType::Dynamic => {
+                Data::Text {
+                    data: String::new(),
+                    offsets: vec![0],
+                }
+            }
+        };
+        ColumnBuilder {
+            name: name.into(),
+            ty,
+            validity: Vec::new(),
+            nulls: 0,
+            len: 0,
+            data,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kusto_type(&self) -> KustoType {
+        self.ty
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn mark(&mut self, valid: bool) {
+        if self.len % 8 == 0 {
+            self.validity.push(0);
+        }
+        if valid {
+            if let Some(last) = self.validity.last_mut() {
+                *last |= 1 << (self.len % 8);
+            }
+        } else {
+            self.nulls += 1;
+        }
+        self.len += 1;
+    }
+
+    /// A null of the column's type.
+    pub fn push_null(&mut self) {
+        self.mark(false);
+        match &mut self.data {
+            Data::Booleans(v) => v.push(0),
+            Data::Longs(v) | Data::Ticks(v) => v.push(0),
+            Data::Reals(v) => v.push(0.0),
+            Data::Text { data, offsets } => offsets.push(data.len() as u32),
+        }
+    }
+
+    pub fn push_bool(&mut self, b: bool) {
+        self.push_fixed(Raw::Bool(b));
+    }
+
+    /// For int, long columns.
+    pub fn push_long(&mut self, v: i64) {
+        self.push_fixed(Raw::Long(v));
+    }
+
+    pub fn push_real(&mut self, v: f64) {
+        self.push_fixed(Raw::Real(v));
+    }
+
+    /// For datetime (ticks since the Unix epoch) and timespan columns.
+    pub fn push_ticks(&mut self, v: i64) {
+        self.push_fixed(Raw::Ticks(v));
+    }
+
+    /// For decimal, string, guid and dynamic columns.
+    pub fn push_text(&mut self, s: &str) -> Result<(), ColumnTooLarge> {
+        self.push_raw(Raw::Text(s))
+    }
+
+    /// A value given as text, read according to the column's type. An empty
+    /// text is a null, except in a string column, where it is "".
+    pub fn push_parsed(&mut self, s: &str) -> Result<ValueResult<()>, ColumnTooLarge> {
+        if s.is_empty() && self.ty != KustoType::String {
+            self.push_null();
+            return Ok(Ok(()));
+        }
+        let raw = match self.ty {
+            KustoType::Bool => values::parse_bool(s).map(Raw::Bool),
+            KustoType::Int => values::parse_int(s).map(Raw::Long),
+            KustoType::Long => values::parse_long(s).map(Raw::Long),
+            KustoType::Real => values::parse_real(s).map(Raw::Real),
+            KustoType::Datetime => values::parse_datetime(s).map(Raw::Ticks),
+            KustoType::Timespan => values::parse_timespan(s).map(Raw::Ticks),
+            KustoType::Decimal => values::check_decimal(s).map(Raw::Text),
+            KustoType::String | KustoType::Guid | KustoType::Dynamic => Ok(Raw::Text(s)),
+        };
+        match raw {
+            Ok(raw) => self.push_raw(raw).map(Ok),
+            Err(why) => Ok(Err(why)),
+        }
+    }
+
+    /// Pushes a value of the storage kind; a value of the wrong kind is a
+    /// bug in the caller and is stored as null.
+    #[inline]
+    fn push_raw(&mut self, raw: Raw<'_>) -> Result<(), ColumnTooLarge> {
+        let stored = match (&mut self.data, raw) {
+            (Data::Booleans(v), Raw::Bool(b)) => {
+                v.push(u8::from(b));
+                true
+            }
+            (Data::Longs(v), Raw::Long(x)) | (Data::Ticks(v), Raw::Ticks(x)) => {
+                v.push(x);
+                true
+            }
+            (Data::Reals(v), Raw::Real(x)) => {
+                v.push(x);
+                true
+            }
+            (Data::Text { data, offsets }, Raw::Text(s)) => {
+                let end = u32::try_from(data.len() + s.len())
+                    .map_err(|_| ColumnTooLarge(self.name.clone()))?;
+                data.push_str(s);
+                offsets.push(end);
+                true
+            }
+            _ => false,
+        };
+        if stored {
+            self.mark(true);
+        } else {
+            debug_assert!(false, "value of the wrong kind for column {}", self.name);
+            self.push_null();
+        }
+        Ok(())
+    }
+
+    /// For values that cannot overflow a column (everything but text).
+    fn push_fixed(&mut self, raw: Raw<'_>) {
+        debug_assert!(!matches!(raw, Raw::Text(_)));
+        if self.push_raw(raw).is_err() {
+            self.push_null();
+        }
+    }
+
+    /// Drops the last `n` values (a row that turned out bad half-way).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for row in len..self.len {
+            let valid = self
+                .validity
+                .get(row / 8)
+                .is_some_and(|b| b & (1 << (row % 8)) != 0);
+            if !valid {
+                self.nulls -= 1;
+            }
+        }
+        self.validity.truncate(len.div_ceil(8));
+        if len % 8 != 0
+            && let Some(last) = self.validity.last_mut()
+        {
+            *last &= (1u8 << (len % 8)) - 1;
+        }
+        match &mut self.data {
+            Data::Booleans(v) => v.truncate(len),
+            Data::Longs(v) | Data::Ticks(v) => v.truncate(len),
+            Data::Reals(v) => v.truncate(len),
+            Data::Text { data, offsets } => {
+                offsets.truncate(len + 1);
+                data.truncate(offsets[len] as usize);
+            }
+        }
+        self.len = len;
+    }
+
+    pub fn finish(self) -> Column {
+        let values = match self.data {
+            Data::Booleans(v) => ColumnValues::Booleans(v),
+            Data::Longs(v) => ColumnValues::Longs(v),
+            Data::Reals(v) => ColumnValues::Reals(v),
+            Data::Ticks(v) => ColumnValues::Ticks(v),
+            Data::Text { data, offsets } => ColumnValues::Text(TextArena { data, offsets }),
+        };
+        Column {
+            name: self.name,
+            kusto_type: self.ty,
+            validity: if self.nulls == 0 {
+                Vec::new()
+            } else {
+                self.validity
+            },
+            values,
+        }
+    }
+}
+
+enum Raw<'a> {
+    Bool(bool),
+    Long(i64),
+    Real(f64),
+    Ticks(i64),
+    Text(&'a str),
+}
+
+/// All columns of one table under construction.
+pub struct BatchBuilder {
+    pub columns: Vec<ColumnBuilder>,
+}
+
+impl BatchBuilder {
+    pub fn new(columns: Vec<ColumnBuilder>) -> Self {
+        BatchBuilder { columns }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.columns.first().map_or(0, ColumnBuilder::len)
+    }
+
+    /// Undoes a partly pushed row so that every column has `rows` values.
+    pub fn truncate(&mut self, rows: usize) {
+        for c in &mut self.columns {
+            c.truncate(rows);
+        }
+    }
+
+    pub fn finish(self, context: BatchContext) -> Batch {
+        let rows = self.rows();
+        Batch {
+            context,
+            row_count: u32::try_from(rows).unwrap_or(u32::MAX),
+            columns: self
+                .columns
+                .into_iter()
+                .map(ColumnBuilder::finish)
+                .collect(),
+        }
+    }
+}
+
+/// A context for data that does not come from a SummaryRule (samples).
+pub fn sample_context(table: &str) -> BatchContext {
+    BatchContext {
+        database: "local".to_string(),
+        table: table.to_string(),
+        rule_name: String::new(),
+        rule_namespace: String::new(),
+        exporter_name: String::new(),
+        window_start: None,
+        window_end: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nulls_and_truncation_keep_validity_in_step() {
+        let mut c = ColumnBuilder::new("v", KustoType::Long);
+        for i in 0..10 {
+            if i % 3 == 0 {
+                c.push_null();
+            } else {
+                c.push_long(i);
+            }
+        }
+        c.truncate(7);
+        let col = c.finish();
+        assert_eq!(col.len(), 7);
+        let valid: Vec<bool> = (0..7).map(|r| col.is_valid(r)).collect();
+        assert_eq!(valid, [false, true, true, false, true, true, false]);
+    }
+
+    #[test]
+    fn text_columns_use_one_arena() {
+        let mut c = ColumnBuilder::new("s", KustoType::String);
+        c.push_text("ab").unwrap();
+        c.push_parsed("").unwrap().unwrap();
+        c.push_text("c").unwrap();
+        let col = c.finish();
+        assert!(col.validity.is_empty(), "an empty string is not a null");
+        let ColumnValues::Text(t) = &col.values else {
+            panic!("text column")
+        };
+        assert_eq!((t.get(0), t.get(1), t.get(2)), ("ab", "", "c"));
+    }
+
+    #[test]
+    fn parsed_values_follow_the_column_type() {
+        let mut c = ColumnBuilder::new("t", KustoType::Datetime);
+        assert_eq!(c.push_parsed("1970-01-01T00:00:01Z").unwrap(), Ok(()));
+        assert!(c.push_parsed("soon").unwrap().is_err());
+        assert_eq!(c.push_parsed("").unwrap(), Ok(()));
+        let col = c.finish();
+        assert_eq!(col.values, ColumnValues::Ticks(vec![10_000_000, 0]));
+        assert!(!col.is_valid(1));
+    }
+}

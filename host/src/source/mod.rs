@@ -1,0 +1,18 @@
+//! Where rows come from, and the column-by-column batch they become.
+//!
+//! - [`batch`]: builds a [`crate::wit::Batch`] from values arriving row by row.
+//! - [`values`]: Kusto scalars spelled as text (datetime, timespan, ...).
+//! - [`input`]: sample files for `test-transform` and local tables: Kusto v2
+//!   and v1 responses, typed CSV, JSON Lines.
+
+pub mod batch;
+mod csv_table;
+pub mod error;
+pub mod input;
+pub mod json_values;
+mod jsonl;
+pub mod kusto_json;
+pub mod values;
+
+pub use error::InputError;
+pub use input::{InputFormat, read_bytes, read_file};

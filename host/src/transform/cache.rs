@@ -1,0 +1,83 @@
+//! Compiled components on disk, keyed by the component's content digest and
+//! by the engine's compatibility hash, so a second start does not compile.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::error::{TransformError, to_anyhow};
+
+pub struct CompileCache {
+    dir: PathBuf,
+    engine: Engine,
+    /// Changes with the wasmtime version and every engine setting that
+    /// affects compiled code.
+    engine_key: String,
+}
+
+impl CompileCache {
+    pub fn new(dir: PathBuf, engine: &Engine) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        CompileCache {
+            dir,
+            engine: engine.clone(),
+            engine_key: format!("{:016x}", hasher.finish()),
+        }
+    }
+
+    fn path_for(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.dir.join(format!("{hex}-{}.cwasm", self.engine_key))
+    }
+
+    /// The cached compiled form, or `compile()` and store the result. A cache
+    /// that cannot be read or written is logged and bypassed, never fatal.
+    pub fn load_or_compile(
+        &self,
+        digest: &str,
+        compile: impl FnOnce() -> Result<Component, TransformError>,
+    ) -> Result<(Component, bool), TransformError> {
+        let path = self.path_for(digest);
+        // Read into memory rather than map the file: a file changed under a
+        // mapping (another process, a disk tool) would crash the host.
+        if let Ok(bytes) = std::fs::read(&path) {
+            // SAFETY: only files this cache wrote (temp file + rename) sit
+            // under this name; wasmtime checks the header and engine
+            // compatibility before using the code.
+            match unsafe { Component::deserialize(&self.engine, &bytes) } {
+                Ok(component) => return Ok((component, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "compiled component in the cache is unusable; compiling again");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = compile()?;
+        if let Err(e) = self.store(&path, &component) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the compile cache");
+        }
+        Ok((component, false))
+    }
+
+    fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+        let bytes = component.serialize().map_err(to_anyhow)?;
+        std::fs::create_dir_all(&self.dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path)?;
+        Ok(())
+    }
+}
+
+/// `$XDG_CACHE_HOME/kusto-metrics/components`, else `~/.cache/...`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("kusto-metrics").join("components"))
+}
