@@ -25,8 +25,16 @@ fn hostile(limits: Limits) -> Guest {
         .expect("the hostile guest loads")
 }
 
-/// A table: columns `name`, `value` (long), `t` (datetime), `region`, `ok` (bool).
-fn table(rows: &[(Option<&str>, Option<i64>, Option<&str>, Option<&str>)]) -> Batch {
+/// One row: name, value, time, region; `None` is a null.
+type Row<'a> = (
+    Option<&'a str>,
+    Option<i64>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// A table: columns `name`, `value` (long), `t` (datetime), `region`.
+fn table(rows: &[Row<'_>]) -> Batch {
     let mut cols = vec![
         ColumnBuilder::new("name", KustoType::String),
         ColumnBuilder::new("value", KustoType::Long),

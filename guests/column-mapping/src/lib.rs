@@ -29,6 +29,11 @@ pub mod reason {
 
 pub struct ColumnMapping;
 
+// One instance per batch: freeing is wasted work.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: kusto_metrics_guest::BumpAllocator = kusto_metrics_guest::BumpAllocator::new();
+
 #[cfg(target_arch = "wasm32")]
 kusto_metrics_guest::export!(ColumnMapping);
 
@@ -228,9 +233,10 @@ impl<'a> Mapping<'a> {
                 _ => 0,
             };
             let raw_name = match self.names {
-                Some((column, text)) if column.is_valid(row) && !text.get(row).is_empty() => {
-                    text.get(row)
-                }
+                Some((column, text)) if column.is_valid(row) => match text.get(row) {
+                    "" => self.default_name,
+                    name => name,
+                },
                 _ => self.default_name,
             };
             if raw_name.is_empty() && self.values.iter().all(|v| v.suffix.is_empty()) {

@@ -8,7 +8,7 @@
 //!
 //! A guest implements [`Guest`] and exports it:
 //!
-//! ```ignore
+//! ```text
 //! struct MyTransform;
 //! impl kusto_metrics_guest::Guest for MyTransform {
 //!     fn validate(config: String) -> Result<Requirements, ConfigError> { ... }
@@ -19,6 +19,8 @@
 //! and builds with `cargo build --target wasm32-wasip2 --release` (or
 //! `cargo component build --release`).
 
+#[cfg(target_arch = "wasm32")]
+mod bump;
 mod columns;
 mod output;
 mod skips;
@@ -32,6 +34,8 @@ wit_bindgen::generate!({
 });
 
 pub use adx_mon::metrics_transform::types::*;
+#[cfg(target_arch = "wasm32")]
+pub use bump::BumpAllocator;
 pub use columns::{ColumnExt, TICKS_PER_SECOND, ticks_to_unix_nanos};
 pub use exports::adx_mon::metrics_transform::transform::Guest;
 pub use output::{AttributeSetBuilder, OutputBuilder};

@@ -13,39 +13,33 @@ pub struct OutputBuilder {
     string_index: FxHashMap<String, u32>,
     attributes: Vec<Attribute>,
     set_ends: Vec<u32>,
-    set_index: FxHashMap<Vec<AttrKey>, u32>,
+    set_index: FxHashMap<Vec<u64>, u32>,
     metrics: Vec<Metric>,
 }
 
-/// A hashable form of an attribute (f64 by its bits).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct AttrKey {
-    key: u32,
-    tag: u8,
-    bits: u64,
-}
-
-impl AttrKey {
-    fn of(attr: &Attribute) -> Self {
-        let (tag, bits) = match attr.value {
-            AttributeValue::Str(i) => (0, u64::from(i)),
-            AttributeValue::Int(v) => (1, v as u64),
-            AttributeValue::Double(v) => (2, v.to_bits()),
-            AttributeValue::Boolean(v) => (3, u64::from(v)),
-        };
-        AttrKey {
-            key: attr.key,
-            tag,
-            bits,
+/// Attributes packed into words for hashing: a string attribute (the usual
+/// kind) is one word `key << 32 | string index`; any other kind is a header
+/// word with the top bit set followed by the value's bits.
+fn pack(attr: &Attribute, words: &mut Vec<u64>) {
+    let key = u64::from(attr.key) & 0x7fff_ffff;
+    let (tag, bits) = match attr.value {
+        AttributeValue::Str(i) => {
+            words.push(key << 32 | u64::from(i));
+            return;
         }
-    }
+        AttributeValue::Int(v) => (1u64, v as u64),
+        AttributeValue::Double(v) => (2, v.to_bits()),
+        AttributeValue::Boolean(v) => (3, u64::from(v)),
+    };
+    words.push(1 << 63 | tag << 32 | key);
+    words.push(bits);
 }
 
 /// Collects one attribute set; reuse it across rows to avoid allocating.
 #[derive(Default)]
 pub struct AttributeSetBuilder {
     attrs: Vec<Attribute>,
-    keys: Vec<AttrKey>,
+    keys: Vec<u64>,
 }
 
 impl AttributeSetBuilder {
@@ -56,7 +50,7 @@ impl AttributeSetBuilder {
 
     pub fn push(&mut self, key: u32, value: AttributeValue) {
         let attr = Attribute { key, value };
-        self.keys.push(AttrKey::of(&attr));
+        pack(&attr, &mut self.keys);
         self.attrs.push(attr);
     }
 }

@@ -68,7 +68,7 @@ impl ColumnBuilder {
 
     #[inline]
     fn mark(&mut self, valid: bool) {
-        if self.len % 8 == 0 {
+        if self.len.is_multiple_of(8) {
             self.validity.push(0);
         }
         if valid {
@@ -196,7 +196,7 @@ impl ColumnBuilder {
             }
         }
         self.validity.truncate(len.div_ceil(8));
-        if len % 8 != 0
+        if !len.is_multiple_of(8)
             && let Some(last) = self.validity.last_mut()
         {
             *last &= (1u8 << (len % 8)) - 1;

@@ -57,6 +57,7 @@ impl kusto_metrics_guest::Guest for Hostile {
                 }
             }
             "trap" => panic!("deliberate panic in the guest"),
+            "empty" => Ok(output(Vec::new(), 0)),
             "oversize" => Ok(output(vec![gauge("big", 100_000, 0)], 1)),
             "malformed" => Ok(output(vec![gauge("bad", 3, 7)], 1)),
             "reject" => Err(TransformError {
