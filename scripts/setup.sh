@@ -6,3 +6,33 @@ set -euo pipefail
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
+
+# The end-to-end tests run a real OTLP receiver (tests/servers/otlp_receiver.py)
+# from a Python virtualenv holding tests/servers/requirements.txt. Reinstalled
+# only when the requirements change (a copy of them is kept in the venv).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TEST_VENV="${KUSTO_METRICS_TEST_VENV:-$ROOT/target/test-venv}"
+TEST_REQUIREMENTS="$ROOT/tests/servers/requirements.txt"
+if ! { "$TEST_VENV/bin/python" -c '' 2>/dev/null \
+        && cmp -s "$TEST_REQUIREMENTS" "$TEST_VENV/kusto-metrics-requirements.txt"; }; then
+    PYTHON="${PYTHON:-python3}"
+    if [ -n "$(ls -A "$TEST_VENV" 2>/dev/null)" ] && [ ! -f "$TEST_VENV/pyvenv.cfg" ]; then
+        echo "setup.sh: $TEST_VENV exists and is not a virtualenv; remove it or set KUSTO_METRICS_TEST_VENV" >&2
+        exit 1
+    fi
+    if ! "$TEST_VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        # python3 -m venv needs ensurepip, which Debian ships apart
+        # (python3-venv); fall back to the virtualenv package from PyPI.
+        if ! "$PYTHON" -m venv --clear "$TEST_VENV" >/dev/null 2>&1; then
+            rm -rf "$TEST_VENV"
+            if ! "$PYTHON" -m virtualenv --version >/dev/null 2>&1; then
+                "$PYTHON" -m pip install --quiet --user --no-warn-script-location virtualenv \
+                    || "$PYTHON" -m pip install --quiet --user --no-warn-script-location \
+                        --break-system-packages virtualenv
+            fi
+            "$PYTHON" -m virtualenv --quiet "$TEST_VENV"
+        fi
+    fi
+    "$TEST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$TEST_REQUIREMENTS"
+    cp "$TEST_REQUIREMENTS" "$TEST_VENV/kusto-metrics-requirements.txt"
+fi

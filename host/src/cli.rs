@@ -32,8 +32,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Export: read SummaryRule output tables, transform, deliver.
+    Run(RunArgs),
     /// Run a transform on sample rows and print the OTLP/JSON request.
     TestTransform(TestTransformArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The host configuration (YAML).
+    #[arg(long, short = 'c', env = "KUSTO_METRICS_CONFIG")]
+    pub config: PathBuf,
+    /// Run every MetricsExporter once for everything not yet exported, wait
+    /// for delivery, and exit 0 only if every export succeeded.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -4,19 +4,28 @@
 //!
 //! # Layout
 //! A row's way through the host, one module per stage:
+//! - [`discovery`]: which MetricsExporters run, and which SummaryRules each selects.
+//! - [`schedule`]: each exporter on its interval; one job = read → transform → deliver → commit.
 //! - [`source`]: reads rows (local files, Kusto responses) into a column-by-column [`wit::Batch`].
 //! - [`transform`]: runs a guest component on a batch: engine, sandbox, limits, compile cache.
 //! - [`export`]: encodes the guest's [`wit::Output`] as OTLP (protobuf, JSON) with resource and scope.
 //!
-//! Beside them: [`wit`] (the contract's types, generated from `wit/`), [`error`]
+//! Beside them: [`api`] (MetricsExporter, SummaryRule, label selectors),
+//! [`config`] (the host config file), [`state`] (progress that survives
+//! restarts), [`telemetry`] (logs, self-metrics, health endpoints),
+//! [`wit`] (the contract's types, generated from `wit/`), [`error`]
 //! (retry classes shared by every stage), [`test_transform`] (the
 //! `kusto-metrics test-transform` command).
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod export;
+pub mod schedule;
 pub mod source;
+pub mod state;
 pub mod telemetry;
 pub mod test_transform;
 pub mod transform;

@@ -3,7 +3,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use kusto_metrics::cli::{Cli, Command, GuestArgs};
+use std::sync::Arc;
+
+use kusto_metrics::cli::{Cli, Command, GuestArgs, RunArgs};
+use kusto_metrics::config::HostConfig;
+use kusto_metrics::schedule::{self, Runner};
+use kusto_metrics::telemetry::Metrics;
+use kusto_metrics::telemetry::server::{self, Health};
 use kusto_metrics::transform::{Limits, Runtime, cache};
 use kusto_metrics::{telemetry, test_transform};
 
@@ -26,6 +32,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let all_ok = runtime.block_on(run_exports(args))?;
+            if !all_ok {
+                anyhow::bail!(
+                    "some exports failed (see the log above); their rows go out on a later run"
+                );
+            }
+            Ok(())
+        }
         Command::TestTransform(args) => {
             let runtime = runtime(&args.guest)?;
             let options = test_transform::Options {
@@ -41,6 +60,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
+    let config = Arc::new(HostConfig::load(&args.config)?);
+    let cache_dir = config.cache_dir.clone().or_else(cache::default_cache_dir);
+    let wasm =
+        Runtime::new(cache_dir, config.guest_limits).context("starting the WebAssembly runtime")?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Some(addr) = config.listen {
+        let bound = server::serve(
+            addr,
+            metrics.clone(),
+            health.clone(),
+            stopped(stop_rx.clone()),
+        )
+        .await
+        .with_context(|| format!("serving /metrics on {addr}"))?;
+        tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz");
+    }
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let runner = Runner::new(config.clone(), wasm, metrics)?;
+    schedule::run(config, runner, health, args.once, stopped(stop_rx)).await
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 fn runtime(args: &GuestArgs) -> anyhow::Result<Runtime> {

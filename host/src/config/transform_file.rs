@@ -13,7 +13,7 @@ pub enum ModuleRef {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransformSpec {
     /// What the guest's `validate` and `transform` get: the block as JSON
     /// text, without `module`.

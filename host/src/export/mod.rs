@@ -6,16 +6,28 @@
 //! path, encoded directly without building message structs) or as OTLP/JSON
 //! ([`otlp_json`]). [`split`] cuts an output into requests of bounded size.
 //!
+//! Delivery: [`config`] is the `exporters` list users write; [`deliver`]
+//! turns each entry into a [`Sink`] that sends an output's requests in order
+//! over [`otlp_http`], [`otlp_grpc`] or to [`stdout`], retrying as
+//! [`retry`] says (the OpenTelemetry Collector's backoff and error classes).
+//!
 //! Both encoders read the output through the accessors below, so they agree on
 //! how a malformed output is treated: the host validates outputs before
 //! encoding, but an index the guest got wrong must never panic the host, so a
 //! bad index resolves to "nothing" (no attribute, no value) instead.
 
+pub mod config;
+pub mod deliver;
+pub mod otlp_grpc;
+pub mod otlp_http;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod resource;
+pub mod retry;
 pub mod split;
+pub mod stdout;
 
+pub use deliver::{Delivered, ExportError, Sink};
 pub use resource::Resource;
 pub use split::{MetricSlice, split_points, whole};
 

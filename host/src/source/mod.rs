@@ -12,6 +12,7 @@ pub mod input;
 pub mod json_values;
 mod jsonl;
 pub mod kusto_json;
+pub mod local_table;
 pub mod values;
 
 pub use error::InputError;

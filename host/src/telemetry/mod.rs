@@ -1,4 +1,11 @@
-//! Logging setup: structured `tracing` events on stderr, as text or JSON.
+//! Seeing what the host does: structured logs ([`init_logging`]), the host's
+//! own Prometheus metrics ([`metrics`]) and the HTTP endpoints that serve them
+//! with the health checks ([`server`]).
+
+pub mod metrics;
+pub mod server;
+
+pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;
 
@@ -12,8 +19,10 @@ pub enum LogFormat {
 /// `RUST_LOG`, when set, wins.
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -1,0 +1,245 @@
+//! The host configuration file (`kusto-metrics run --config FILE`). Relative
+//! paths are relative to the file. Unknown keys and bad values are errors
+//! that name the file and the key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::export::config::ExporterConfig;
+use crate::transform::limits;
+
+/// Rows handed to a guest per call, at most. Keeps one call well inside the
+/// guest's memory limit; a table with more new rows is read in several chunks.
+pub const DEFAULT_MAX_ROWS_PER_BATCH: usize = 100_000;
+/// How often the manifests folder is checked for changes.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    manifests: Option<PathBuf>,
+    source: RawSource,
+    #[serde(default)]
+    state: Option<PathBuf>,
+    #[serde(default)]
+    exporters: Vec<ExporterConfig>,
+    #[serde(default)]
+    server: Option<RawServer>,
+    #[serde(default)]
+    guests: RawGuests,
+    #[serde(default)]
+    reload_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawSource {
+    #[serde(default)]
+    local: Option<RawLocal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawLocal {
+    tables: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawServer {
+    #[serde(default)]
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawGuests {
+    #[serde(default)]
+    cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    memory_mib: Option<usize>,
+    #[serde(default)]
+    deadline: Option<String>,
+    #[serde(default)]
+    max_rows_per_batch: Option<usize>,
+}
+
+/// A checked configuration with absolute paths.
+#[derive(Debug)]
+pub struct HostConfig {
+    pub path: PathBuf,
+    /// A folder of manifests; `None` means Kubernetes (not in this version).
+    pub manifests: Option<PathBuf>,
+    /// `tables/<Database>/<Table>.csv|.jsonl`.
+    pub tables: PathBuf,
+    pub state_dir: PathBuf,
+    pub exporters: Vec<ExporterConfig>,
+    /// Where `/metrics`, `/healthz`, `/readyz` are served; `None`: off.
+    pub listen: Option<SocketAddr>,
+    pub cache_dir: Option<PathBuf>,
+    pub guest_limits: limits::Limits,
+    pub max_rows_per_batch: usize,
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{key}: `{text}` is not a duration (e.g. 30s, 5m): {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{key}: must be more than zero"));
+    }
+    Ok(d)
+}
+
+impl HostConfig {
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let err = |message: String| ConfigError {
+            path: shown.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let raw: RawConfig = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::from_raw(raw, path, &base).map_err(err)
+    }
+
+    fn from_raw(raw: RawConfig, path: &Path, base: &Path) -> Result<HostConfig, String> {
+        let local = raw.source.local.ok_or(
+            "source: set `local: {tables: FOLDER}` (reading Azure Data Explorer is not in this version)",
+        )?;
+        let manifests = match raw.manifests {
+            Some(m) => Some(base.join(m)),
+            None => {
+                return Err(
+                    "manifests: set a folder of MetricsExporter and SummaryRule manifests \
+                            (watching Kubernetes is not in this version)"
+                        .to_string(),
+                );
+            }
+        };
+        let mut exporters = raw.exporters;
+        let mut names = HashSet::new();
+        for (i, e) in exporters.iter_mut().enumerate() {
+            if e.name.is_empty() {
+                return Err(format!("exporters[{i}].name: must not be empty"));
+            }
+            if !names.insert(e.name.clone()) {
+                return Err(format!(
+                    "exporters[{i}].name: `{}` is defined twice",
+                    e.name
+                ));
+            }
+            e.resolve_paths(base);
+            e.validate()
+                .map_err(|m| format!("exporters[{i}] ({}): {m}", e.name))?;
+        }
+        let mut guest_limits = limits::Limits::default();
+        if let Some(mib) = raw.guests.memory_mib {
+            if mib == 0 {
+                return Err("guests.memoryMib: must be more than zero".to_string());
+            }
+            guest_limits.max_memory = mib << 20;
+        }
+        if let Some(d) = &raw.guests.deadline {
+            guest_limits.deadline = duration("guests.deadline", d)?;
+        }
+        let listen = match raw.server {
+            None => None,
+            Some(s) => {
+                let text = s.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+                Some(text.parse::<SocketAddr>().map_err(|e| {
+                    format!("server.listen: `{text}` is not an address like 127.0.0.1:9464: {e}")
+                })?)
+            }
+        };
+        Ok(HostConfig {
+            path: path.to_path_buf(),
+            manifests,
+            tables: base.join(local.tables),
+            state_dir: base.join(raw.state.unwrap_or_else(|| PathBuf::from("state"))),
+            exporters,
+            listen,
+            cache_dir: raw.guests.cache_dir.map(|d| base.join(d)),
+            guest_limits,
+            max_rows_per_batch: match raw.guests.max_rows_per_batch {
+                Some(0) => return Err("guests.maxRowsPerBatch: must be more than zero".to_string()),
+                Some(n) => n,
+                None => DEFAULT_MAX_ROWS_PER_BATCH,
+            },
+            reload_interval: match &raw.reload_interval {
+                Some(d) => duration("reloadInterval", d)?,
+                None => DEFAULT_RELOAD_INTERVAL,
+            },
+        })
+    }
+
+    pub fn exporter(&self, name: &str) -> Option<&ExporterConfig> {
+        self.exporters.iter().find(|e| e.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<HostConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kusto-metrics.yaml");
+        std::fs::write(&path, text).unwrap();
+        HostConfig::load(&path)
+    }
+
+    #[test]
+    fn a_full_config_loads_with_paths_beside_the_file() {
+        let c = load(
+            "manifests: m\nsource:\n  local:\n    tables: t\nstate: s\nexporters:\n  - name: console\n    stdout: {}\nserver: {listen: 127.0.0.1:0}\nguests: {memoryMib: 32, deadline: 2s}\n",
+        )
+        .unwrap();
+        assert!(c.manifests.as_ref().unwrap().ends_with("m"));
+        assert!(c.tables.ends_with("t") && c.tables.is_absolute());
+        assert_eq!(c.guest_limits.max_memory, 32 << 20);
+        assert_eq!(c.guest_limits.deadline, Duration::from_secs(2));
+        assert!(c.exporter("console").is_some());
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_the_key() {
+        let e = load("manifests: m\nsource: {local: {tables: t}}\nstat: s\n").unwrap_err();
+        assert!(
+            e.to_string().contains("kusto-metrics.yaml")
+                && e.to_string().contains("unknown field `stat`"),
+            "{e}"
+        );
+        let e = load("manifests: m\nsource: {local: {tables: t}}\nguests: {deadline: soon}\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("guests.deadline: `soon` is not a duration"),
+            "{e}"
+        );
+        let e = load("manifests: m\nsource: {local: {tables: t}}\nexporters: [{name: a, stdout: {}}, {name: a, stdout: {}}]\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("exporters[1].name: `a` is defined twice"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! From manifests to export plans: each MetricsExporter, checked, with the
+//! SummaryRules its selector matches in its namespace.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::folder::Catalog;
+use crate::api::MetricsExporter;
+use crate::config::HostConfig;
+use crate::config::transform_file::{TransformSpec, transform_spec};
+
+/// The output table of one matched SummaryRule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTarget {
+    /// `namespace/name`.
+    pub key: String,
+    pub name: String,
+    pub namespace: String,
+    pub database: String,
+    pub table: String,
+}
+
+/// One MetricsExporter ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportPlan {
+    /// `namespace/name`.
+    pub key: String,
+    pub name: String,
+    pub namespace: String,
+    /// The manifest file it came from.
+    pub source: PathBuf,
+    pub interval: Duration,
+    pub transform: TransformSpec,
+    /// Exporter names from the host config, in the manifest's order.
+    pub sinks: Vec<String>,
+    pub rules: Vec<RuleTarget>,
+}
+
+/// A MetricsExporter that cannot run, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: MetricsExporter {key}: {message}", file.display())]
+pub struct PlanError {
+    pub key: String,
+    pub file: PathBuf,
+    pub message: String,
+}
+
+pub fn plan(catalog: &Catalog, config: &HostConfig) -> (Vec<ExportPlan>, Vec<PlanError>) {
+    let mut plans = Vec::new();
+    let mut errors = Vec::new();
+    for (key, (me, file)) in &catalog.exporters {
+        match plan_one(catalog, config, me, file) {
+            Ok(p) => plans.push(p),
+            Err(message) => errors.push(PlanError {
+                key: key.clone(),
+                file: file.clone(),
+                message,
+            }),
+        }
+    }
+    (plans, errors)
+}
+
+fn plan_one(
+    catalog: &Catalog,
+    config: &HostConfig,
+    me: &MetricsExporter,
+    file: &Path,
+) -> Result<ExportPlan, String> {
+    let spec = &me.spec;
+    let interval = humantime::parse_duration(&spec.interval).map_err(|e| {
+        format!(
+            "spec.interval: `{}` is not a duration (e.g. 30s, 5m): {e}",
+            spec.interval
+        )
+    })?;
+    if interval.is_zero() {
+        return Err("spec.interval: must be more than zero".to_string());
+    }
+    if spec.exporters.is_empty() {
+        return Err("spec.exporters: name at least one exporter".to_string());
+    }
+    for (i, name) in spec.exporters.iter().enumerate() {
+        if config.exporter(name).is_none() {
+            let defined: Vec<&str> = config.exporters.iter().map(|e| e.name.as_str()).collect();
+            return Err(format!(
+                "spec.exporters[{i}]: `{name}` is not defined in {} (defined: {})",
+                config.path.display(),
+                if defined.is_empty() {
+                    "none".to_string()
+                } else {
+                    defined.join(", ")
+                }
+            ));
+        }
+    }
+    let selector = spec.summary_rule_selector.clone().unwrap_or_default();
+    selector
+        .validate()
+        .map_err(|e| format!("spec.summaryRuleSelector.{e}"))?;
+    if !spec.criteria.is_empty() || spec.criteria_expression.is_some() {
+        tracing::warn!(metrics_exporter = %me.metadata.key(), "criteria are checked against cluster labels, which local mode does not have: the exporter runs");
+    }
+    let base = file.parent().unwrap_or(Path::new("."));
+    let transform =
+        transform_spec(spec.transform.clone(), base).map_err(|e| format!("spec.transform: {e}"))?;
+    let namespace = me.metadata.namespace();
+    let rules = catalog
+        .rules
+        .iter()
+        .filter(|(_, r)| {
+            r.metadata.namespace() == namespace && selector.matches(&r.metadata.labels)
+        })
+        .map(|(key, r)| RuleTarget {
+            key: key.clone(),
+            name: r.metadata.name.clone(),
+            namespace: namespace.to_string(),
+            database: r.spec.database.clone(),
+            table: r.spec.table.clone(),
+        })
+        .collect();
+    Ok(ExportPlan {
+        key: me.metadata.key(),
+        name: me.metadata.name.clone(),
+        namespace: namespace.to_string(),
+        source: file.to_path_buf(),
+        interval,
+        transform,
+        sinks: spec.exporters.clone(),
+        rules,
+    })
+}

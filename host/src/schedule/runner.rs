@@ -1,0 +1,345 @@
+//! Running MetricsExporters: once (`--once`) or each on its own interval,
+//! following changes to the manifests while running.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::guests::GuestCache;
+use super::job::{JobReport, run_job};
+use crate::config::HostConfig;
+use crate::discovery::{Catalog, ExportPlan, ManifestFolder, plan};
+use crate::export::{Resource, Sink};
+use crate::state::ProgressStore;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::RunLabels;
+use crate::telemetry::server::Health;
+use crate::transform::Runtime;
+
+/// How long a stopping host waits for runs in progress.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What every job needs, shared.
+pub struct Shared {
+    pub config: Arc<HostConfig>,
+    pub sinks: HashMap<String, Arc<Sink>>,
+    pub guests: GuestCache,
+    pub state: ProgressStore,
+    pub metrics: Arc<Metrics>,
+    pub resource: Resource,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    shared: Arc<Shared>,
+}
+
+impl Runner {
+    pub fn new(
+        config: Arc<HostConfig>,
+        runtime: Runtime,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Runner> {
+        let mut sinks = HashMap::new();
+        for e in &config.exporters {
+            let sink = Sink::build(e)
+                .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
+            sinks.insert(e.name.clone(), Arc::new(sink));
+        }
+        let state = ProgressStore::open(&config.state_dir)?;
+        Ok(Runner {
+            shared: Arc::new(Shared {
+                config,
+                sinks,
+                guests: GuestCache::new(runtime),
+                state,
+                metrics,
+                resource: Resource::default_host(),
+            }),
+        })
+    }
+
+    /// One run of one MetricsExporter: every matched rule to every named
+    /// exporter, concurrently; one failing job does not hold back the
+    /// others. True when all succeeded.
+    pub async fn run_plan(&self, plan: &ExportPlan) -> bool {
+        let started = Instant::now();
+        let shared = &self.shared;
+        let module = plan.transform.module.clone();
+        let config = plan.transform.config_json.clone();
+        let s = shared.clone();
+        let guest = tokio::task::spawn_blocking(move || {
+            let guest = s.guests.get(module.as_ref()).map_err(|e| e.to_string())?;
+            guest.validate(&config).map_err(|e| e.to_string())?;
+            Ok::<_, String>(guest)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let guest = match guest {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(metrics_exporter = %plan.key, manifest = %plan.source.display(), error = %e, "transform not usable; nothing exported");
+                self.count_run(plan, "failed");
+                return false;
+            }
+        };
+        if plan.rules.is_empty() {
+            tracing::warn!(metrics_exporter = %plan.key, "the selector matches no SummaryRule in the namespace");
+        }
+        let mut jobs = tokio::task::JoinSet::new();
+        for rule in &plan.rules {
+            for sink_name in &plan.sinks {
+                let Some(sink) = shared.sinks.get(sink_name).cloned() else {
+                    continue; // checked when planning
+                };
+                let (shared, plan, rule, sink_name, guest) = (
+                    shared.clone(),
+                    plan.clone(),
+                    rule.clone(),
+                    sink_name.clone(),
+                    guest.clone(),
+                );
+                jobs.spawn(async move {
+                    let t = Instant::now();
+                    let (report, result) =
+                        run_job(&shared, &plan, &rule, &sink_name, &sink, &guest).await;
+                    log_job(&plan, &rule.key, &sink_name, &report, &result, t.elapsed());
+                    result.is_ok()
+                });
+            }
+        }
+        let mut ok = true;
+        while let Some(done) = jobs.join_next().await {
+            ok &= done.unwrap_or(false);
+        }
+        self.count_run(plan, if ok { "success" } else { "failed" });
+        tracing::debug!(metrics_exporter = %plan.key, duration_ms = started.elapsed().as_millis() as u64, ok, "run finished");
+        ok
+    }
+
+    fn count_run(&self, plan: &ExportPlan, result: &str) {
+        self.shared
+            .metrics
+            .runs
+            .get_or_create(&RunLabels {
+                metrics_exporter: plan.key.clone(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+}
+
+fn log_job(
+    plan: &ExportPlan,
+    rule: &str,
+    sink: &str,
+    report: &JobReport,
+    result: &Result<(), super::job::JobError>,
+    took: Duration,
+) {
+    let skipped = report
+        .skipped
+        .iter()
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let duration_ms = took.as_millis() as u64;
+    match result {
+        Ok(()) => tracing::info!(
+            metrics_exporter = %plan.key, rule, exporter = sink,
+            rows_read = report.rows_read, points_sent = report.points_sent, skipped = %skipped, duration_ms,
+            "export run"
+        ),
+        Err(e) => tracing::error!(
+            metrics_exporter = %plan.key, rule, exporter = sink,
+            rows_read = report.rows_read, points_sent = report.points_sent, skipped = %skipped, duration_ms,
+            reason = e.reason(), error = %e,
+            "export run failed; progress kept, the rows go out on a later run"
+        ),
+    }
+}
+
+/// Reads the manifests and plans; at start, any problem is fatal.
+fn initial_plans(
+    folder: &mut ManifestFolder,
+    config: &HostConfig,
+) -> anyhow::Result<Vec<ExportPlan>> {
+    let (catalog, _) = folder
+        .scan()
+        .map_err(|e| anyhow::anyhow!("reading manifests from {}: {e}", folder_path(config)))?;
+    let (plans, errors, _) = checked_plans(&catalog, config);
+    if !errors.is_empty() {
+        anyhow::bail!("{}", errors.join("\n"));
+    }
+    Ok(plans)
+}
+
+/// Plans, every problem as a message, and the exporters that failed to plan.
+fn checked_plans(
+    catalog: &Catalog,
+    config: &HostConfig,
+) -> (Vec<ExportPlan>, Vec<String>, HashSet<String>) {
+    let mut errors: Vec<String> = catalog
+        .errors
+        .iter()
+        .map(|(file, e)| format!("{}: {e}", file.display()))
+        .collect();
+    let (plans, plan_errors) = plan(catalog, config);
+    errors.extend(plan_errors.iter().map(ToString::to_string));
+    let failed = plan_errors.into_iter().map(|e| e.key).collect();
+    (plans, errors, failed)
+}
+
+fn folder_path(config: &HostConfig) -> String {
+    config
+        .manifests
+        .as_ref()
+        .map_or_else(String::new, |p| p.display().to_string())
+}
+
+/// `kusto-metrics run`. With `once`, runs every MetricsExporter one time and
+/// returns whether all succeeded; otherwise runs until `shutdown`.
+pub async fn run(
+    config: Arc<HostConfig>,
+    runner: Runner,
+    health: Health,
+    once: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<bool> {
+    let manifests = config
+        .manifests
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no manifests folder configured"))?;
+    let mut folder = ManifestFolder::new(manifests);
+    let plans = initial_plans(&mut folder, &config)?;
+    tracing::info!(metrics_exporters = plans.len(), "manifests read");
+    if once {
+        let mut all = tokio::task::JoinSet::new();
+        for plan in plans {
+            let runner = runner.clone();
+            all.spawn(async move { runner.run_plan(&plan).await });
+        }
+        let mut ok = true;
+        while let Some(done) = all.join_next().await {
+            ok &= done.unwrap_or(false);
+        }
+        return Ok(ok);
+    }
+
+    let mut tasks: HashMap<String, Task> = HashMap::new();
+    apply(&runner, &mut tasks, plans);
+    health.set_ready(true);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(config.reload_interval) => {}
+        }
+        match folder.scan() {
+            Ok((_, false)) => {}
+            Ok((catalog, true)) => {
+                let (plans, errors, failed) = checked_plans(&catalog, &config);
+                for e in &errors {
+                    tracing::error!(error = %e, "manifest problem; the last good version keeps running where there is one");
+                }
+                apply_changes(&runner, &mut tasks, plans, &failed);
+            }
+            Err(e) => {
+                tracing::error!(folder = %folder_path(&config), error = %e, "cannot read the manifests folder")
+            }
+        }
+    }
+    tracing::info!("stopping: letting runs in progress finish");
+    let handles: Vec<JoinHandle<()>> = tasks.into_values().map(Task::stop).collect();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures_join(handles)).await;
+    Ok(true)
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// A running MetricsExporter.
+struct Task {
+    plan: ExportPlan,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+impl Task {
+    fn stop(self) -> JoinHandle<()> {
+        let _ = self.stop.send(true);
+        self.handle
+    }
+}
+
+fn apply(runner: &Runner, tasks: &mut HashMap<String, Task>, plans: Vec<ExportPlan>) {
+    apply_changes(runner, tasks, plans, &HashSet::new());
+}
+
+/// Starts new plans, restarts changed ones (after the old run finished, so
+/// two runs of one exporter never overlap), stops removed ones. An exporter
+/// whose manifest now fails to plan keeps its running version.
+fn apply_changes(
+    runner: &Runner,
+    tasks: &mut HashMap<String, Task>,
+    plans: Vec<ExportPlan>,
+    failed: &HashSet<String>,
+) {
+    let mut wanted: HashMap<String, ExportPlan> =
+        plans.into_iter().map(|p| (p.key.clone(), p)).collect();
+    let keys: Vec<String> = tasks.keys().cloned().collect();
+    for key in keys {
+        let keep_running = failed.contains(&key);
+        match wanted.remove(&key) {
+            Some(plan) if tasks.get(&key).is_some_and(|t| t.plan == plan) => {}
+            Some(plan) => {
+                if let Some(old) = tasks.remove(&key) {
+                    tracing::info!(metrics_exporter = %key, rules = plan.rules.len(), "MetricsExporter changed; restarting it");
+                    let previous = old.stop();
+                    tasks.insert(key, spawn(runner, plan, Some(previous)));
+                }
+            }
+            None if keep_running => {}
+            None => {
+                if let Some(old) = tasks.remove(&key) {
+                    tracing::info!(metrics_exporter = %key, "MetricsExporter removed; stopping it");
+                    drop(old.stop());
+                }
+            }
+        }
+    }
+    for (key, plan) in wanted {
+        tracing::info!(metrics_exporter = %key, rules = plan.rules.len(), "MetricsExporter added");
+        tasks.insert(key, spawn(runner, plan, None));
+    }
+}
+
+fn spawn(runner: &Runner, plan: ExportPlan, previous: Option<JoinHandle<()>>) -> Task {
+    let (stop, mut stopped) = watch::channel(false);
+    let runner = runner.clone();
+    let p = plan.clone();
+    let handle = tokio::spawn(async move {
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        let mut ticker = tokio::time::interval(p.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopped.changed() => {}
+            }
+            if *stopped.borrow() {
+                break;
+            }
+            runner.run_plan(&p).await;
+        }
+    });
+    Task { plan, stop, handle }
+}

@@ -1,0 +1,144 @@
+//! The host's own metrics, served as Prometheus text on `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub metrics_exporter: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub metrics_exporter: String,
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PointLabels {
+    pub metrics_exporter: String,
+    pub rule: String,
+    pub exporter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub metrics_exporter: String,
+    pub rule: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub exporter: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExporterLabels {
+    pub exporter: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub runs: Family<RunLabels, Counter>,
+    pub rows_read: Family<RuleLabels, Counter>,
+    pub points_sent: Family<PointLabels, Counter>,
+    pub rows_skipped: Family<SkipLabels, Counter>,
+    pub export_failures: Family<FailureLabels, Counter>,
+    pub export_latency: Family<ExporterLabels, Histogram>,
+    /// Now minus the newest point time delivered, per exporter and rule.
+    pub lag_seconds: Family<RuleLabels, Gauge<f64, AtomicU64>>,
+    /// Bytes of complete rows not yet read (local tables).
+    pub pending_bytes: Family<RuleLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kusto_metrics");
+        let runs = Family::default();
+        let rows_read = Family::default();
+        let points_sent = Family::default();
+        let rows_skipped = Family::default();
+        let export_failures = Family::default();
+        let export_latency = Family::<ExporterLabels, Histogram>::new_with_constructor(|| {
+            // 5 ms to ~80 s.
+            Histogram::new(exponential_buckets(0.005, 2.0, 15))
+        });
+        let lag_seconds = Family::default();
+        let pending_bytes = Family::default();
+        registry.register(
+            "runs",
+            "Export runs of a MetricsExporter, by result",
+            runs.clone(),
+        );
+        registry.register(
+            "rows_read",
+            "Rows read from SummaryRule output tables",
+            rows_read.clone(),
+        );
+        registry.register(
+            "points_sent",
+            "Data points accepted by exporters",
+            points_sent.clone(),
+        );
+        registry.register(
+            "rows_skipped",
+            "Rows left out, by reason",
+            rows_skipped.clone(),
+        );
+        registry.register(
+            "export_failures",
+            "Failed deliveries, by exporter and reason",
+            export_failures.clone(),
+        );
+        registry.register(
+            "export_duration_seconds",
+            "Time to deliver one batch, retries included",
+            export_latency.clone(),
+        );
+        registry.register(
+            "lag_seconds",
+            "Now minus the newest point time delivered",
+            lag_seconds.clone(),
+        );
+        registry.register(
+            "pending_bytes",
+            "Bytes of complete rows not yet read from a local table",
+            pending_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            runs,
+            rows_read,
+            points_sent,
+            rows_skipped,
+            export_failures,
+            export_latency,
+            lag_seconds,
+            pending_bytes,
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,520 @@
+//! `kusto-metrics run` end to end on the local default: manifests from a
+//! folder, tables from files, delivery to stdout and to a real OTLP receiver
+//! (tests/servers/otlp_receiver.py, protobuf decoded by Python's protobuf).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::receiver::Receiver;
+use serde_json::Value;
+
+const RULE: &str = r#"apiVersion: adx-mon.azure.com/v1
+kind: SummaryRule
+metadata:
+  name: NAME
+  namespace: NS
+  labels: {metrics-export: "enabled", team: TEAM}
+spec: {database: DB, table: TABLE, body: "T | take 1", interval: 5m}
+"#;
+
+fn rule(name: &str, ns: &str, team: &str, table: &str) -> String {
+    RULE.replace("NAME", name)
+        .replace("NS", ns)
+        .replace("TEAM", team)
+        .replace("TABLE", table)
+}
+
+fn exporter(name: &str, ns: &str, team: &str, sinks: &str, interval: &str) -> String {
+    format!(
+        r#"apiVersion: adx-mon.azure.com/v1
+kind: MetricsExporter
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  summaryRuleSelector:
+    matchLabels: {{metrics-export: "enabled", team: {team}}}
+  exporters: [{sinks}]
+  interval: {interval}
+  transform:
+    metricNameColumn: metric_name
+    valueColumn: v
+    timestampColumn: t
+    labelColumns: [host]
+"#
+    )
+}
+
+/// A scratch deployment: config, manifests, tables, state.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(exporters_yaml: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        std::fs::create_dir_all(dir.path().join("tables/DB")).unwrap();
+        std::fs::write(
+            dir.path().join("kusto-metrics.yaml"),
+            format!(
+                "manifests: manifests\nsource:\n  local:\n    tables: tables\nstate: state\nreloadInterval: 200ms\nguests:\n  cacheDir: cache\nexporters:\n{exporters_yaml}"
+            ),
+        )
+        .unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn manifest(&self, file: &str, text: &str) {
+        std::fs::write(self.path("manifests").join(file), text).unwrap();
+    }
+
+    /// Appends rows `v` (long) with metric `m`, host `h`, one second apart.
+    fn append(&self, table: &str, values: impl IntoIterator<Item = i64>) {
+        use std::io::Write;
+        let path = self.path("tables/DB").join(format!("{table}.csv"));
+        let new = !path.exists();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        if new {
+            writeln!(f, "metric_name:string,v:long,t:datetime,host:string").unwrap();
+        }
+        for v in values {
+            writeln!(
+                f,
+                "m,{v},2025-06-25T10:{:02}:{:02}Z,h{}",
+                (v / 60) % 60,
+                v % 60,
+                v % 3
+            )
+            .unwrap();
+        }
+    }
+
+    fn run_once(&self) -> Output {
+        Command::new(common::bin())
+            .args(["run", "--once", "--config"])
+            .arg(self.path("kusto-metrics.yaml"))
+            .output()
+            .unwrap()
+    }
+
+    fn spawn(&self) -> Child {
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(self.path("kusto-metrics.yaml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+fn otlp(name: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    otlp:\n      endpoint: {endpoint}\n      protocol: http/protobuf\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}\n{extra}"
+    )
+}
+
+fn values(points: &[Value]) -> Vec<i64> {
+    let mut v: Vec<i64> = points
+        .iter()
+        .map(|p| {
+            p["asInt"]
+                .as_str()
+                .expect("integer points")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn exact_points_arrive_and_only_appended_rows_go_out_next() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    s.manifest("rules.yaml", &rule("r1", "ns", "a", "T1"));
+    s.manifest("me.yaml", &exporter("e1", "ns", "a", "sink", "1m"));
+    s.append("T1", 1..=3);
+    ok(&s.run_once());
+    let points = receiver.wait_for_points(3, Duration::from_secs(5));
+    assert_eq!(values(&points), [1, 2, 3]);
+    let p = points.iter().find(|p| p["asInt"] == "2").unwrap();
+    assert_eq!(p["metric"], "m");
+    assert_eq!(p["timeUnixNano"], "1750845602000000000");
+    assert_eq!(p["attributes"][0]["key"], "host");
+    assert_eq!(p["attributes"][0]["value"]["stringValue"], "h2");
+
+    ok(&s.run_once());
+    assert_eq!(receiver.points().len(), 3, "nothing new, nothing sent");
+    s.append("T1", 4..=5);
+    ok(&s.run_once());
+    assert_eq!(
+        values(&receiver.wait_for_points(5, Duration::from_secs(5))),
+        [1, 2, 3, 4, 5]
+    );
+}
+
+#[test]
+fn a_receiver_answering_503_then_200_gets_everything_once() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "sink", "1m")
+        ),
+    );
+    s.append("T1", 1..=4);
+    receiver.fail_next(2, 503, None);
+    ok(&s.run_once());
+    assert_eq!(
+        values(&receiver.wait_for_points(4, Duration::from_secs(5))),
+        [1, 2, 3, 4]
+    );
+    ok(&s.run_once());
+    assert_eq!(receiver.points().len(), 4);
+}
+
+#[test]
+fn a_receiver_that_is_down_gets_the_missed_rows_afterwards() {
+    let mut receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "sink", "1m")
+        ),
+    );
+    s.append("T1", 1..=2);
+    ok(&s.run_once());
+    receiver.stop();
+    s.append("T1", 3..=4);
+    let down = s.run_once();
+    assert!(!down.status.success(), "a failed export makes --once fail");
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains("export run failed"), "{stderr}");
+    receiver.restart();
+    ok(&s.run_once());
+    assert_eq!(
+        values(&receiver.wait_for_points(4, Duration::from_secs(5))),
+        [1, 2, 3, 4]
+    );
+}
+
+#[test]
+fn a_permanent_rejection_is_not_retried_and_fails_the_run() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "sink", "1m")
+        ),
+    );
+    s.append("T1", 1..=2);
+    receiver.fail_next(1, 400, None);
+    let out = s.run_once();
+    assert!(!out.status.success());
+    assert!(receiver.points().is_empty());
+    ok(&s.run_once());
+    assert_eq!(
+        values(&receiver.points()),
+        [1, 2],
+        "not lost: sent on the next run"
+    );
+}
+
+#[test]
+fn one_failing_exporter_does_not_hold_back_the_others_and_progress_is_per_exporter() {
+    let mut down = Receiver::start();
+    let up = Receiver::start();
+    let exporters = format!(
+        "{}{}",
+        otlp("down", &down.http_endpoint(), ""),
+        otlp("up", &up.http_endpoint(), "")
+    );
+    down.stop();
+    let s = Setup::new(&exporters);
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "down, up", "1m")
+        ),
+    );
+    s.append("T1", 1..=3);
+    assert!(!s.run_once().status.success());
+    assert_eq!(
+        values(&up.wait_for_points(3, Duration::from_secs(5))),
+        [1, 2, 3]
+    );
+    down.restart();
+    ok(&s.run_once());
+    assert_eq!(
+        values(&down.wait_for_points(3, Duration::from_secs(5))),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        up.points().len(),
+        3,
+        "the exporter that had them does not get them twice"
+    );
+}
+
+#[test]
+fn selectors_pick_rules_by_label_and_namespace() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    s.manifest(
+        "rules.yaml",
+        &[
+            rule("match", "ns", "a", "T1"),
+            rule("other-team", "ns", "b", "T2"),
+            rule("other-namespace", "elsewhere", "a", "T3"),
+        ]
+        .join("---\n"),
+    );
+    s.manifest("me.yaml", &exporter("e1", "ns", "a", "sink", "1m"));
+    s.append("T1", [1]);
+    s.append("T2", [2]);
+    s.append("T3", [3]);
+    ok(&s.run_once());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(values(&receiver.points()), [1]);
+}
+
+#[test]
+fn stdout_exporter_and_config_errors() {
+    let s = Setup::new("  - name: console\n    stdout: {}\n");
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "console", "1m")
+        ),
+    );
+    s.append("T1", 1..=2);
+    let out = s.run_once();
+    ok(&out);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one OTLP/JSON request per line"))
+        .collect();
+    assert_eq!(lines.len(), 1);
+    let points =
+        &lines[0]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"];
+    assert_eq!(points.as_array().unwrap().len(), 2);
+
+    s.manifest("bad.yaml", &exporter("e2", "ns", "a", "nowhere", "1m"));
+    let out = s.run_once();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml")
+            && err.contains("MetricsExporter ns/e2")
+            && err.contains("`nowhere` is not defined"),
+        "{err}"
+    );
+
+    std::fs::remove_file(s.path("manifests/bad.yaml")).unwrap();
+    let config = s.path("kusto-metrics.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("state: state", "stat: state")).unwrap();
+    let out = s.run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("kusto-metrics.yaml")
+            && err.contains("unknown field `stat`"),
+        "{err}"
+    );
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn manifest_changes_take_effect_without_a_restart() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    s.manifest("me.yaml", &exporter("e1", "ns", "a", "sink", "300ms"));
+    s.append("T1", [1]);
+    s.append("T2", [2]);
+    let _host = Running(s.spawn());
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(receiver.points().is_empty(), "no rule matches yet");
+
+    s.manifest("r1.yaml", &rule("r1", "ns", "a", "T1"));
+    wait_until("the new rule's rows", Duration::from_secs(10), || {
+        receiver.points().len() == 1
+    });
+    // A label change takes the rule out of the selection.
+    s.manifest("r1.yaml", &rule("r1", "ns", "other", "T1"));
+    s.manifest("r2.yaml", &rule("r2", "ns", "a", "T2"));
+    wait_until("the second rule's rows", Duration::from_secs(10), || {
+        receiver.points().len() == 2
+    });
+    s.append("T1", [10]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        values(&receiver.points()),
+        [1, 2],
+        "a rule that no longer matches is not read"
+    );
+}
+
+#[test]
+fn a_host_killed_mid_run_loses_nothing() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    let config = s.path("kusto-metrics.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "  cacheDir: cache\n",
+            "  cacheDir: cache\n  maxRowsPerBatch: 50\n",
+        ),
+    )
+    .unwrap();
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "sink", "200ms")
+        ),
+    );
+    s.append("T1", 0..2000);
+    let mut host = Running(s.spawn());
+    wait_until("some points", Duration::from_secs(20), || {
+        !receiver.points().is_empty()
+    });
+    // SIGKILL: no chance to tidy up.
+    host.0.kill().unwrap();
+    let _ = host.0.wait();
+    let before = receiver.points().len();
+    assert!(before < 2000, "killed mid-run ({before} points)");
+    ok(&s.run_once());
+    let mut got = values(&receiver.points());
+    got.dedup();
+    assert_eq!(
+        got,
+        (0..2000).collect::<Vec<_>>(),
+        "every row arrived at least once"
+    );
+}
+
+#[test]
+fn metrics_endpoint_counts_what_happened() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    let config = s.path("kusto-metrics.yaml");
+    let port = free_port();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}server:\n  listen: 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "sink", "200ms")
+        ),
+    );
+    s.append("T1", 1..=3);
+    std::fs::write(s.path("tables/DB/T1.csv"), {
+        let mut t = std::fs::read_to_string(s.path("tables/DB/T1.csv")).unwrap();
+        t.push_str("m,,2025-06-25T10:00:09Z,h0\n");
+        t
+    })
+    .unwrap();
+    let _host = Running(s.spawn());
+    wait_until("points", Duration::from_secs(10), || {
+        receiver.points().len() == 3
+    });
+    let body = http_get(port, "/metrics");
+    assert!(body.contains(r#"kusto_metrics_points_sent_total{metrics_exporter="ns/e1",rule="ns/r1",exporter="sink"} 3"#), "{body}");
+    assert!(body.contains(r#"kusto_metrics_rows_skipped_total{metrics_exporter="ns/e1",rule="ns/r1",reason="null-value"} 1"#), "{body}");
+    assert!(
+        body.contains("kusto_metrics_export_duration_seconds_bucket"),
+        "{body}"
+    );
+    assert!(http_get(port, "/healthz").contains("ok"));
+    assert!(http_get(port, "/readyz").contains("ready"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            return out;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "server on {port} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
