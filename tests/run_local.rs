@@ -518,3 +518,121 @@ fn http_get(port: u16, path: &str) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn grpc_and_http_json_deliver_the_same_points() {
+    let receiver = Receiver::start();
+    let grpc = format!(
+        "  - name: grpc\n    otlp:\n      endpoint: {}\n      protocol: grpc\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}\n",
+        receiver.grpc_endpoint()
+    );
+    let json = format!(
+        "  - name: json\n    otlp:\n      endpoint: {}\n      protocol: http/json\n      compression: none\n      timeout: 2s\n",
+        receiver.http_endpoint()
+    );
+    let s = Setup::new(&format!("{grpc}{json}"));
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "grpc, json", "1m")
+        ),
+    );
+    s.append("T1", 1..=3);
+    receiver.fail_next(1, 503, None);
+    ok(&s.run_once());
+    let requests = receiver.requests();
+    let transports: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r["transport"].as_str().unwrap(),
+                r["encoding"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        transports.contains(&("grpc", "protobuf")) && transports.contains(&("http", "json")),
+        "{transports:?}"
+    );
+    assert_eq!(
+        values(&receiver.wait_for_points(6, Duration::from_secs(5))),
+        [1, 1, 2, 2, 3, 3]
+    );
+}
+
+#[test]
+fn the_quickstart_exports_the_spec_use_cases_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let quickstart = common::root().join("examples/quickstart");
+    for sub in ["manifests", "tables"] {
+        copy_dir(&quickstart.join(sub), &dir.path().join(sub));
+    }
+    let config = std::fs::read_to_string(quickstart.join("kusto-metrics.yaml")).unwrap();
+    let config_path = dir.path().join("kusto-metrics.yaml");
+    std::fs::write(
+        &config_path,
+        config.replace("127.0.0.1:9464", "127.0.0.1:0"),
+    )
+    .unwrap();
+    let run = || {
+        let out = Command::new(common::bin())
+            .args(["run", "--once", "--config"])
+            .arg(&config_path)
+            .output()
+            .unwrap();
+        ok(&out);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let requests = run();
+    let mut by_metric: Vec<(String, usize)> = Vec::new();
+    for r in &requests {
+        for m in r["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+            .as_array()
+            .unwrap()
+        {
+            let name = m["name"].as_str().unwrap().to_string();
+            let n = m["gauge"]["dataPoints"].as_array().unwrap().len();
+            match by_metric.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, c)) => *c += n,
+                None => by_metric.push((name, n)),
+            }
+        }
+    }
+    by_metric.sort();
+    assert_eq!(
+        by_metric,
+        [
+            ("customer_success_rate_premium".to_string(), 2),
+            ("customer_success_rate_standard".to_string(), 2),
+            ("global_error_count".to_string(), 2),
+            ("node_cpu_percent".to_string(), 4),
+            ("node_memory_percent".to_string(), 2),
+            ("service_response_time_avg".to_string(), 3),
+        ],
+        "two exporters for use cases 2 and 3; the development rule is left out"
+    );
+    let text = serde_json::to_string(&requests).unwrap();
+    assert!(
+        !text.contains("dev-node"),
+        "node-cpu-dev does not match the selector"
+    );
+    assert!(run().is_empty(), "a second run has nothing new");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
