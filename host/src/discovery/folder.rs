@@ -56,47 +56,24 @@ impl ManifestFolder {
                 Err(e) => return Err(e),
             };
             let digest: [u8; 32] = Sha256::digest(&bytes).into();
-            if let Some(entry) = self.files.remove(&path) {
-                if entry.digest == digest {
+            let previous = match self.files.remove(&path) {
+                Some(entry) if entry.digest == digest => {
                     seen.insert(path, entry);
                     continue;
                 }
-                changed = true;
-                match parse(&bytes) {
-                    Ok(resources) => {
-                        seen.insert(path, FileEntry { digest, resources });
-                    }
-                    Err(message) => {
-                        errors.push((path.clone(), message));
-                        // Keep the last good objects; remember the new digest
-                        // so the same error is not re-reported every scan.
-                        seen.insert(
-                            path,
-                            FileEntry {
-                                digest,
-                                resources: entry.resources,
-                            },
-                        );
-                    }
+                previous => previous,
+            };
+            changed = true;
+            let resources = match parse(&bytes) {
+                Ok(resources) => resources,
+                Err(message) => {
+                    errors.push((path.clone(), message));
+                    // Keep the last good objects; the new digest stops the
+                    // same error from being reported on every scan.
+                    previous.map(|e| e.resources).unwrap_or_default()
                 }
-            } else {
-                changed = true;
-                match parse(&bytes) {
-                    Ok(resources) => {
-                        seen.insert(path, FileEntry { digest, resources });
-                    }
-                    Err(message) => {
-                        errors.push((path.clone(), message));
-                        seen.insert(
-                            path,
-                            FileEntry {
-                                digest,
-                                resources: Vec::new(),
-                            },
-                        );
-                    }
-                }
-            }
+            };
+            seen.insert(path, FileEntry { digest, resources });
         }
         if !self.files.is_empty() {
             changed = true; // files deleted since the last scan
