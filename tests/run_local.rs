@@ -636,3 +636,34 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[test]
+fn a_failure_mid_chunk_resends_only_what_was_not_accepted() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp(
+        "sink",
+        &receiver.http_endpoint(),
+        "      maxPointsPerRequest: 2\n",
+    ));
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "sink", "1m")
+        ),
+    );
+    s.append("T1", 1..=5);
+    // Three requests of 2, 2 and 1 points; the second is refused for good.
+    receiver.fail_after(1, 1, 400);
+    assert!(!s.run_once().status.success());
+    assert_eq!(values(&receiver.points()), [1, 2]);
+    // Rows appended meanwhile do not change the chunk being finished.
+    s.append("T1", [6]);
+    ok(&s.run_once());
+    assert_eq!(
+        values(&receiver.points()),
+        [1, 2, 3, 4, 5, 6],
+        "nothing twice, nothing lost"
+    );
+}

@@ -171,6 +171,14 @@ impl Receiver {
         );
     }
 
+    /// Lets `after` requests through, then refuses `count` with `status`.
+    pub fn fail_after(&self, after: usize, count: usize, status: u16) {
+        self.control(
+            "/fail",
+            json!({"count": count, "status": status, "after": after}),
+        );
+    }
+
     /// The next `count` accepted requests are recorded but not answered:
     /// over HTTP the connection is closed, over gRPC the call ends
     /// UNAVAILABLE.

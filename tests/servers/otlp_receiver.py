@@ -27,7 +27,8 @@ A malformed request gets 400 (gRPC: INVALID_ARGUMENT) with a message and is
 not recorded.
 
 Control endpoints (plain HTTP on the control port, JSON bodies)
-  POST /fail {"count": N, "status": 503, "retryAfter": 1}
+  POST /fail {"count": N, "status": 503, "retryAfter": 1, "after": K}
+                (K requests, default 0, are let through first)
         The next N export requests are refused with that HTTP status (gRPC:
         503/502/504 UNAVAILABLE, 429 RESOURCE_EXHAUSTED, 400 INVALID_ARGUMENT,
         500 INTERNAL, ...) and not recorded. With retryAfter, HTTP answers
@@ -163,15 +164,17 @@ class State:
     def reset(self):
         with self.lock:
             self.fail_count = 0
+            self.fail_after = 0
             self.fail_status = 503
             self.fail_retry_after = None
             self.partial = []  # (rejected, message), one per request
             self.drop_count = 0
             self.stats = {"accepted": 0, "refused": 0, "malformed": 0, "dropped": 0}
 
-    def set_fail(self, count, status, retry_after):
+    def set_fail(self, count, status, retry_after, after=0):
         with self.lock:
             self.fail_count = count
+            self.fail_after = after
             self.fail_status = status
             self.fail_retry_after = retry_after
 
@@ -186,7 +189,9 @@ class State:
     def admit(self):
         """Called before decoding: a Fault("fail") if this request is refused."""
         with self.lock:
-            if self.fail_count > 0:
+            if self.fail_count > 0 and self.fail_after > 0:
+                self.fail_after -= 1
+            elif self.fail_count > 0:
                 self.fail_count -= 1
                 self.stats["refused"] += 1
                 return Fault("fail", self.fail_status, self.fail_retry_after)
@@ -488,7 +493,8 @@ class ControlHandler(HttpBase):
             if path == "/fail":
                 retry_after = args.get("retryAfter")
                 self.state.set_fail(int(args.get("count", 1)), int(args.get("status", 503)),
-                                    None if retry_after is None else int(retry_after))
+                                    None if retry_after is None else int(retry_after),
+                                    int(args.get("after", 0)))
             elif path == "/partial":
                 self.state.add_partial(int(args.get("count", 1)), int(args.get("rejected", 0)),
                                        str(args.get("message", "")))

@@ -327,13 +327,26 @@ impl Sink {
         resource: &Resource,
         output: &Output,
     ) -> Result<Delivered, ExportError> {
+        self.send_from(resource, output, 0).await
+    }
+
+    /// Like [`Sink::send`], leaving out the first `skip` requests: those a
+    /// receiver already accepted before a later request of the same output
+    /// failed. The split is deterministic, so the same output gives the same
+    /// requests. `Delivered` counts only the requests sent now.
+    pub async fn send_from(
+        &self,
+        resource: &Resource,
+        output: &Output,
+        skip: usize,
+    ) -> Result<Delivered, ExportError> {
         match self {
-            Sink::Stdout(s) => s.send(resource, output),
+            Sink::Stdout(s) => s.send_from(resource, output, skip),
             Sink::OtlpHttp(h) => {
-                send_requests(h.settings(), resource, output, |body| h.post(body)).await
+                send_requests(h.settings(), resource, output, skip, |body| h.post(body)).await
             }
             Sink::OtlpGrpc(g) => {
-                send_requests(g.settings(), resource, output, |body| g.export(body)).await
+                send_requests(g.settings(), resource, output, skip, |body| g.export(body)).await
             }
         }
     }
@@ -364,6 +377,7 @@ pub(crate) async fn send_requests<F, Fut>(
     settings: &Settings,
     resource: &Resource,
     output: &Output,
+    skip: usize,
     attempt: F,
 ) -> Result<Delivered, ExportError>
 where
@@ -378,6 +392,11 @@ where
         delivered,
     };
     let mut requests = Requests::new(resource, output, settings);
+    for _ in 0..skip {
+        if requests.next().map_err(|k| fail(k, delivered))?.is_none() {
+            break;
+        }
+    }
     while let Some((points, encoded)) = requests.next().map_err(|k| fail(k, delivered))? {
         let body = if settings.gzip_body {
             gzip(encoded).map_err(|e| fail(ErrorKind::Io(format!("gzip: {e}")), delivered))?
@@ -653,7 +672,7 @@ mod tests {
         out.metrics = vec![fixture::gauge("a", 0, 25)];
         let resource = Resource::default_host();
         let calls = Mutex::new(0);
-        let result = send_requests(&settings(10, MAX_REQUEST_BYTES), &resource, &out, |_| {
+        let result = send_requests(&settings(10, MAX_REQUEST_BYTES), &resource, &out, 0, |_| {
             let n = {
                 let mut c = calls.lock().expect("lock");
                 *c += 1;

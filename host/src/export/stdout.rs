@@ -27,7 +27,17 @@ impl StdoutSink {
     }
 
     pub fn send(&self, resource: &Resource, output: &Output) -> Result<Delivered, ExportError> {
-        self.write_lines(resource, output, |line| {
+        self.send_from(resource, output, 0)
+    }
+
+    /// Leaves out the first `skip` requests (see `Sink::send_from`).
+    pub fn send_from(
+        &self,
+        resource: &Resource,
+        output: &Output,
+        skip: usize,
+    ) -> Result<Delivered, ExportError> {
+        self.write_lines(resource, output, skip, |line| {
             // Held for one whole line, so lines of exporters writing at the
             // same time do not interleave.
             let mut out = std::io::stdout().lock();
@@ -41,10 +51,11 @@ impl StdoutSink {
         &self,
         resource: &Resource,
         output: &Output,
+        skip: usize,
         mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Delivered, ExportError> {
         let mut delivered = Delivered::default();
-        for slices in split_points(output, self.max_points) {
+        for slices in split_points(output, self.max_points).into_iter().skip(skip) {
             let mut line = encode_json(resource, output, &slices).into_bytes();
             line.push(b'\n');
             if let Err(e) = write(&line) {
@@ -80,7 +91,7 @@ mod tests {
         );
         let mut written = Vec::new();
         let delivered = sink
-            .write_lines(&Resource::default_host(), &out, |line| {
+            .write_lines(&Resource::default_host(), &out, 0, |line| {
                 written.extend_from_slice(line);
                 Ok(())
             })
@@ -123,7 +134,7 @@ mod tests {
         );
         let mut calls = 0;
         let e = sink
-            .write_lines(&Resource::default_host(), &out, |_| {
+            .write_lines(&Resource::default_host(), &out, 0, |_| {
                 calls += 1;
                 if calls == 2 {
                     Err(std::io::ErrorKind::BrokenPipe.into())

@@ -12,12 +12,13 @@ use crate::export::{ExportError, Sink};
 use crate::schedule::runner::Shared;
 use crate::source::InputError;
 use crate::source::local_table::{read_chunk, table_path};
-use crate::state::{StateError, job_key};
+use crate::state::{PartialChunk, StateError, job_key};
 use crate::telemetry::metrics::{
     ExporterLabels, FailureLabels, PointLabels, RuleLabels, SkipLabels,
 };
 use crate::transform::{Guest, TransformError};
 use crate::wit::{BatchContext, MetricData, Output};
+use sha2::{Digest, Sha256};
 
 /// The skip reason for rows that could not be read at all.
 pub const INVALID_ROW: &str = "invalid-row";
@@ -183,7 +184,30 @@ async fn run_chunks(
                     .inc_by(s.count);
             }
             if output.point_count() > 0 {
-                deliver(shared, plan, rule, sink_name, sink, &output, report).await?;
+                let output_key = output_key(guest, &plan.transform.config_json);
+                let skip = from
+                    .as_ref()
+                    .and_then(|p| p.partial.as_ref())
+                    .filter(|p| p.end_offset == chunk.next.offset && p.output_key == output_key)
+                    .map_or(0, |p| p.requests);
+                if let Err(e) =
+                    deliver(shared, plan, rule, sink_name, sink, &output, skip, report).await
+                {
+                    if let JobError::Export(export) = &e
+                        && export.delivered.requests > 0
+                    {
+                        // Remember what was accepted, so the next pass sends
+                        // only the rest of this chunk.
+                        let mut keep = from.clone().unwrap_or_default();
+                        keep.partial = Some(PartialChunk {
+                            end_offset: chunk.next.offset,
+                            requests: skip + export.delivered.requests,
+                            output_key,
+                        });
+                        shared.state.commit(&key, keep)?;
+                    }
+                    return Err(e);
+                }
             }
         }
         if from.as_ref() != Some(&chunk.next) {
@@ -200,6 +224,17 @@ async fn run_chunks(
     }
 }
 
+/// What identifies a chunk's output besides its rows: the guest is
+/// deterministic, so the same rows, guest and configuration give the same
+/// requests.
+fn output_key(guest: &Guest, config: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(guest.provenance().digest.as_bytes());
+    hasher.update(config.as_bytes());
+    hex::encode(&hasher.finalize()[..16])
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     shared: &Arc<Shared>,
     plan: &ExportPlan,
@@ -207,10 +242,11 @@ async fn deliver(
     sink_name: &str,
     sink: &Sink,
     output: &Output,
+    skip: usize,
     report: &mut JobReport,
 ) -> Result<(), JobError> {
     let started = Instant::now();
-    let result = sink.send(&shared.resource, output).await;
+    let result = sink.send_from(&shared.resource, output, skip).await;
     shared
         .metrics
         .export_latency
@@ -221,6 +257,15 @@ async fn deliver(
     let delivered = match result {
         Ok(d) => d,
         Err(e) => {
+            count_points(
+                shared,
+                plan,
+                rule,
+                sink_name,
+                e.delivered.points,
+                e.delivered.rejected_points,
+                report,
+            );
             shared
                 .metrics
                 .export_failures
@@ -232,17 +277,15 @@ async fn deliver(
             return Err(e.into());
         }
     };
-    let sent = (delivered.points as u64).saturating_sub(delivered.rejected_points as u64);
-    report.points_sent += sent;
-    shared
-        .metrics
-        .points_sent
-        .get_or_create(&PointLabels {
-            metrics_exporter: plan.key.clone(),
-            rule: rule.key.clone(),
-            exporter: sink_name.to_string(),
-        })
-        .inc_by(sent);
+    count_points(
+        shared,
+        plan,
+        rule,
+        sink_name,
+        delivered.points,
+        delivered.rejected_points,
+        report,
+    );
     if let Some(newest) = newest_point(output) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -258,6 +301,28 @@ async fn deliver(
             .set(lag);
     }
     Ok(())
+}
+
+fn count_points(
+    shared: &Shared,
+    plan: &ExportPlan,
+    rule: &RuleTarget,
+    sink_name: &str,
+    points: usize,
+    rejected: u64,
+    report: &mut JobReport,
+) {
+    let sent = (points as u64).saturating_sub(rejected);
+    report.points_sent += sent;
+    shared
+        .metrics
+        .points_sent
+        .get_or_create(&PointLabels {
+            metrics_exporter: plan.key.clone(),
+            rule: rule.key.clone(),
+            exporter: sink_name.to_string(),
+        })
+        .inc_by(sent);
 }
 
 /// The newest point time in an output (Unix nanoseconds).

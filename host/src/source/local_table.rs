@@ -69,7 +69,9 @@ fn fingerprint(prefix: &[u8]) -> String {
     ))
 }
 
-/// Reads up to `max_rows` complete rows after `from`.
+/// Reads up to `max_rows` complete rows after `from`, and not past
+/// `from.partial.end_offset` when a chunk was partly delivered (so that the
+/// same chunk, and so the same requests, come back).
 pub fn read_chunk(
     path: &Path,
     format: InputFormat,
@@ -109,7 +111,13 @@ pub fn read_chunk(
     let mut rest = Vec::with_capacity((len - begin.min(len)) as usize);
     file.read_to_end(&mut rest).map_err(io)?;
     // Only whole lines: a writer may be half-way through the last one.
-    let complete = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let all_complete = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut complete = all_complete;
+    if let Some(end) = start.partial.as_ref().map(|p| p.end_offset)
+        && end > begin
+    {
+        complete = complete.min((end - begin) as usize);
+    }
     let rest = &rest[..complete];
 
     let (batch, consumed, rows, bad_rows) = match (&header, format) {
@@ -132,11 +140,12 @@ pub fn read_chunk(
             rows: start.rows + rows,
             fingerprint: whole_file_prefix,
             updated: String::new(),
+            partial: None,
         },
         bad_rows,
         restarted,
-        more: consumed < rest.len(),
-        pending_bytes: (rest.len() - consumed) as u64,
+        more: consumed < all_complete,
+        pending_bytes: (all_complete - consumed) as u64,
     })
 }
 

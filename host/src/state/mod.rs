@@ -28,6 +28,23 @@ pub struct Progress {
     /// RFC 3339 time of the last commit.
     #[serde(default)]
     pub updated: String,
+    /// Set when the chunk after `offset` was partly delivered: its first
+    /// requests were accepted, a later one failed. The next pass sends only
+    /// the rest, so a failure mid-chunk does not duplicate what was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialChunk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartialChunk {
+    /// Where the partly delivered chunk ends in the table file.
+    pub end_offset: u64,
+    /// Requests of its output the receiver accepted.
+    pub requests: usize,
+    /// Identifies the output (guest digest and configuration): a different
+    /// guest or configuration gives other requests, which are sent whole.
+    pub output_key: String,
 }
 
 /// The file's versioned layout: a future version can read this one.
@@ -165,6 +182,7 @@ mod tests {
             rows: 2,
             fingerprint: "abc".into(),
             updated: String::new(),
+            partial: None,
         };
         store.commit(&key, p.clone()).unwrap();
         let reopened = ProgressStore::open(dir.path()).unwrap();
