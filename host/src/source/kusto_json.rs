@@ -11,7 +11,7 @@ use crate::wit::{Batch, BatchContext, KustoType};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ColumnDef {
+pub(super) struct ColumnDef {
     column_name: String,
     #[serde(default)]
     column_type: Option<String>,
@@ -20,6 +20,8 @@ struct ColumnDef {
     data_type: Option<String>,
 }
 
+/// A v2 frame as a whole, for [`read_v2_values`].
+#[cfg(test)]
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Frame {
@@ -40,11 +42,23 @@ struct Frame {
     one_api_errors: Option<Vec<Value>>,
 }
 
-const PRIMARY_RESULT: &str = "PrimaryResult";
-
 /// A v2 response: `[DataSetHeader, DataTable..., DataSetCompletion]`, or
 /// the progressive form with TableHeader / TableFragment / TableCompletion.
+/// Read straight into columns by [`super::kusto_v2`].
 pub fn read_v2(origin: &str, bytes: &[u8], context: BatchContext) -> Result<Batch, InputError> {
+    super::kusto_v2::parse_v2_bytes(origin, bytes, context)
+}
+
+/// The former reader of v2 responses, through `serde_json::Value` rows:
+/// slow and memory-hungry, kept as the reference the streaming reader is
+/// compared with in tests.
+#[cfg(test)]
+pub(super) fn read_v2_values(
+    origin: &str,
+    bytes: &[u8],
+    context: BatchContext,
+) -> Result<Batch, InputError> {
+    const PRIMARY_RESULT: &str = "PrimaryResult";
     let frames: Vec<Frame> = serde_json::from_slice(bytes)
         .map_err(|e| InputError::format(origin, format!("not a Kusto v2 response: {e}")))?;
     let mut primary: Option<(i64, BatchBuilder)> = None;
@@ -159,7 +173,7 @@ fn primary_v1_table(tables: &[(&Vec<ColumnDef>, &Vec<Value>)]) -> usize {
         .map_or(0, |o| o as usize)
 }
 
-fn builder_for(origin: &str, columns: &[ColumnDef]) -> Result<BatchBuilder, InputError> {
+pub(super) fn builder_for(origin: &str, columns: &[ColumnDef]) -> Result<BatchBuilder, InputError> {
     let mut builders = Vec::with_capacity(columns.len());
     for c in columns {
         let spelled = c
@@ -223,7 +237,7 @@ fn push_rows(
     Ok(())
 }
 
-fn fail_on_errors(origin: &str, errors: Option<&[Value]>) -> Result<(), InputError> {
+pub(super) fn fail_on_errors(origin: &str, errors: Option<&[Value]>) -> Result<(), InputError> {
     match errors {
         Some(errors) if !errors.is_empty() => Err(InputError::QueryFailed {
             origin: origin.to_string(),

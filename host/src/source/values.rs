@@ -166,11 +166,11 @@ pub fn parse_real(s: &str) -> ValueResult<f64> {
 pub fn check_decimal(s: &str) -> ValueResult<&str> {
     let t = s.trim();
     let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let (frac, exp) = match frac.split_once(['e', 'E']) {
-        Some((f, e)) => (f, Some(e)),
-        None => (frac, None),
+    let (mantissa, exp) = match digits.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e)),
+        None => (digits, None),
     };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let all_digits = |p: &str| p.bytes().all(|c| c.is_ascii_digit());
     let exp_ok = exp.is_none_or(|e| {
         let e = e.strip_prefix(['-', '+']).unwrap_or(e);
@@ -264,6 +264,8 @@ mod tests {
             Ok("12345678901234567890.123")
         );
         assert!(check_decimal("1.2.3").is_err());
+        assert_eq!(check_decimal("1E+28"), Ok("1E+28"));
+        assert!(check_decimal("1E").is_err());
         assert!(check_decimal("").is_err());
         assert_eq!(parse_long("9007199254740993"), Ok(9_007_199_254_740_993));
         assert!(parse_int("3000000000").is_err());
