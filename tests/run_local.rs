@@ -118,6 +118,15 @@ impl Setup {
     }
 }
 
+/// Rule `ns/r1` (team a, table T1) and exporter `ns/e1` selecting it.
+fn one_rule_and_exporter(sinks: &str, interval: &str) -> String {
+    format!(
+        "{}---\n{}",
+        rule("r1", "ns", "a", "T1"),
+        exporter("e1", "ns", "a", sinks, interval)
+    )
+}
+
 fn otlp(name: &str, endpoint: &str, extra: &str) -> String {
     format!(
         "  - name: {name}\n    otlp:\n      endpoint: {endpoint}\n      protocol: http/protobuf\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}\n{extra}"
@@ -178,14 +187,7 @@ fn exact_points_arrive_and_only_appended_rows_go_out_next() {
 fn a_receiver_answering_503_then_200_gets_everything_once() {
     let receiver = Receiver::start();
     let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
-    s.manifest(
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            rule("r1", "ns", "a", "T1"),
-            exporter("e1", "ns", "a", "sink", "1m")
-        ),
-    );
+    s.manifest("all.yaml", &one_rule_and_exporter("sink", "1m"));
     s.append("T1", 1..=4);
     receiver.fail_next(2, 503, None);
     ok(&s.run_once());
@@ -201,14 +203,7 @@ fn a_receiver_answering_503_then_200_gets_everything_once() {
 fn a_receiver_that_is_down_gets_the_missed_rows_afterwards() {
     let mut receiver = Receiver::start();
     let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
-    s.manifest(
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            rule("r1", "ns", "a", "T1"),
-            exporter("e1", "ns", "a", "sink", "1m")
-        ),
-    );
+    s.manifest("all.yaml", &one_rule_and_exporter("sink", "1m"));
     s.append("T1", 1..=2);
     ok(&s.run_once());
     receiver.stop();
@@ -229,14 +224,7 @@ fn a_receiver_that_is_down_gets_the_missed_rows_afterwards() {
 fn a_permanent_rejection_is_not_retried_and_fails_the_run() {
     let receiver = Receiver::start();
     let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
-    s.manifest(
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            rule("r1", "ns", "a", "T1"),
-            exporter("e1", "ns", "a", "sink", "1m")
-        ),
-    );
+    s.manifest("all.yaml", &one_rule_and_exporter("sink", "1m"));
     s.append("T1", 1..=2);
     receiver.fail_next(1, 400, None);
     let out = s.run_once();
@@ -261,14 +249,7 @@ fn one_failing_exporter_does_not_hold_back_the_others_and_progress_is_per_export
     );
     down.stop();
     let s = Setup::new(&exporters);
-    s.manifest(
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            rule("r1", "ns", "a", "T1"),
-            exporter("e1", "ns", "a", "down, up", "1m")
-        ),
-    );
+    s.manifest("all.yaml", &one_rule_and_exporter("down, up", "1m"));
     s.append("T1", 1..=3);
     assert!(!s.run_once().status.success());
     assert_eq!(
@@ -313,14 +294,7 @@ fn selectors_pick_rules_by_label_and_namespace() {
 #[test]
 fn stdout_exporter_and_config_errors() {
     let s = Setup::new("  - name: console\n    stdout: {}\n");
-    s.manifest(
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            rule("r1", "ns", "a", "T1"),
-            exporter("e1", "ns", "a", "console", "1m")
-        ),
-    );
+    s.manifest("all.yaml", &one_rule_and_exporter("console", "1m"));
     s.append("T1", 1..=2);
     let out = s.run_once();
     ok(&out);
@@ -419,14 +393,7 @@ fn a_host_killed_mid_run_loses_nothing() {
         ),
     )
     .unwrap();
-    s.manifest(
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            rule("r1", "ns", "a", "T1"),
-            exporter("e1", "ns", "a", "sink", "200ms")
-        ),
-    );
+    s.manifest("all.yaml", &one_rule_and_exporter("sink", "200ms"));
     s.append("T1", 0..2000);
     let mut host = Running(s.spawn());
     wait_until("some points", Duration::from_secs(20), || {
@@ -459,14 +426,7 @@ fn metrics_endpoint_counts_what_happened() {
         format!("{text}server:\n  listen: 127.0.0.1:{port}\n"),
     )
     .unwrap();
-    s.manifest(
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            rule("r1", "ns", "a", "T1"),
-            exporter("e1", "ns", "a", "sink", "200ms")
-        ),
-    );
+    s.manifest("all.yaml", &one_rule_and_exporter("sink", "200ms"));
     s.append("T1", 1..=3);
     std::fs::write(s.path("tables/DB/T1.csv"), {
         let mut t = std::fs::read_to_string(s.path("tables/DB/T1.csv")).unwrap();
@@ -531,14 +491,7 @@ fn grpc_and_http_json_deliver_the_same_points() {
         receiver.http_endpoint()
     );
     let s = Setup::new(&format!("{grpc}{json}"));
-    s.manifest(
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            rule("r1", "ns", "a", "T1"),
-            exporter("e1", "ns", "a", "grpc, json", "1m")
-        ),
-    );
+    s.manifest("all.yaml", &one_rule_and_exporter("grpc, json", "1m"));
     s.append("T1", 1..=3);
     receiver.fail_next(1, 503, None);
     ok(&s.run_once());
@@ -645,14 +598,7 @@ fn a_failure_mid_chunk_resends_only_what_was_not_accepted() {
         &receiver.http_endpoint(),
         "      maxPointsPerRequest: 2\n",
     ));
-    s.manifest(
-        "all.yaml",
-        &format!(
-            "{}---\n{}",
-            rule("r1", "ns", "a", "T1"),
-            exporter("e1", "ns", "a", "sink", "1m")
-        ),
-    );
+    s.manifest("all.yaml", &one_rule_and_exporter("sink", "1m"));
     s.append("T1", 1..=5);
     // Three requests of 2, 2 and 1 points; the second is refused for good.
     receiver.fail_after(1, 1, 400);

@@ -551,7 +551,6 @@ mod tests {
     use super::*;
     use crate::export::fixture;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     use prost::Message;
     use std::sync::Mutex;
 
@@ -573,23 +572,11 @@ mod tests {
 
     /// Gauge values of every request, in order.
     fn values(bodies: &[Vec<u8>]) -> Vec<Vec<i64>> {
-        use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
         bodies
             .iter()
             .map(|b| {
                 let req = ExportMetricsServiceRequest::decode(b.as_slice()).expect("decodes");
-                req.resource_metrics[0].scope_metrics[0]
-                    .metrics
-                    .iter()
-                    .flat_map(|m| match &m.data {
-                        Some(Data::Gauge(g)) => g.data_points.clone(),
-                        _ => vec![],
-                    })
-                    .map(|p| match p.value {
-                        Some(Value::AsInt(i)) => i,
-                        _ => -1,
-                    })
-                    .collect()
+                crate::export::decoded::gauge_values(&req)
             })
             .collect()
     }

@@ -343,3 +343,29 @@ mod tests {
         assert_eq!(p.value, Some(Number::Double(1.0)));
     }
 }
+
+#[cfg(test)]
+pub(crate) mod decoded {
+    //! Reading requests back with the reference types, for tests.
+
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+
+    /// The integer values of every gauge point of a request, in order
+    /// (-1 for a point that is not an integer).
+    pub fn gauge_values(request: &ExportMetricsServiceRequest) -> Vec<i64> {
+        request.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .flat_map(|m| match &m.data {
+                Some(Data::Gauge(g)) => g.data_points.clone(),
+                _ => vec![],
+            })
+            .map(|p| match p.value {
+                Some(Value::AsInt(i)) => i,
+                _ => -1,
+            })
+            .collect()
+    }
+}

@@ -355,8 +355,6 @@ mod server_tests {
     use opentelemetry_proto::tonic::collector::metrics::v1::{
         ExportMetricsPartialSuccess, ExportMetricsServiceRequest,
     };
-    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
     use std::collections::{BTreeMap, VecDeque};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -448,20 +446,7 @@ mod server_tests {
         out
     }
 
-    fn gauge_values(request: &ExportMetricsServiceRequest) -> Vec<i64> {
-        request.resource_metrics[0].scope_metrics[0]
-            .metrics
-            .iter()
-            .flat_map(|m| match &m.data {
-                Some(Data::Gauge(g)) => g.data_points.clone(),
-                _ => vec![],
-            })
-            .map(|p| match p.value {
-                Some(Value::AsInt(i)) => i,
-                _ => -1,
-            })
-            .collect()
-    }
+    use crate::export::decoded::gauge_values;
 
     #[tokio::test]
     async fn the_receiver_gets_the_points() {

@@ -442,7 +442,6 @@ mod server_tests {
         ExportMetricsPartialSuccess, ExportMetricsServiceRequest,
     };
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
     use prost::Message;
     use std::collections::{BTreeMap, VecDeque};
     use std::io::Read;
@@ -594,20 +593,7 @@ mod server_tests {
         ExportMetricsServiceRequest::decode(body).expect("protobuf request")
     }
 
-    fn gauge_values(request: &ExportMetricsServiceRequest) -> Vec<i64> {
-        request.resource_metrics[0].scope_metrics[0]
-            .metrics
-            .iter()
-            .flat_map(|m| match &m.data {
-                Some(Data::Gauge(g)) => g.data_points.clone(),
-                _ => vec![],
-            })
-            .map(|p| match p.value {
-                Some(Value::AsInt(i)) => i,
-                _ => -1,
-            })
-            .collect()
-    }
+    use crate::export::decoded::gauge_values;
 
     #[tokio::test]
     async fn gzip_protobuf_arrives_whole() {

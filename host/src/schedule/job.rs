@@ -144,16 +144,14 @@ async fn run_chunks(
             tracing::warn!(metrics_exporter = %plan.key, rule = %rule.key, table = %path.display(), row = bad.row, error = %bad.message, "row skipped");
         }
         if !chunk.bad_rows.is_empty() {
-            report.skip(INVALID_ROW, chunk.bad_rows.len() as u64);
-            shared
-                .metrics
-                .rows_skipped
-                .get_or_create(&SkipLabels {
-                    metrics_exporter: plan.key.clone(),
-                    rule: rule.key.clone(),
-                    reason: INVALID_ROW.to_string(),
-                })
-                .inc_by(chunk.bad_rows.len() as u64);
+            count_skips(
+                shared,
+                plan,
+                rule,
+                INVALID_ROW,
+                chunk.bad_rows.len() as u64,
+                report,
+            );
         }
         let rows = u64::from(chunk.batch.row_count);
         report.rows_read += rows;
@@ -172,16 +170,7 @@ async fn run_chunks(
                 .await
                 .map_err(|e| JobError::Internal(e.to_string()))??;
             for s in &output.skipped {
-                report.skip(&s.reason, s.count);
-                shared
-                    .metrics
-                    .rows_skipped
-                    .get_or_create(&SkipLabels {
-                        metrics_exporter: plan.key.clone(),
-                        rule: rule.key.clone(),
-                        reason: s.reason.clone(),
-                    })
-                    .inc_by(s.count);
+                count_skips(shared, plan, rule, &s.reason, s.count, report);
             }
             if output.point_count() > 0 {
                 let output_key = output_key(guest, &plan.transform.config_json);
@@ -301,6 +290,26 @@ async fn deliver(
             .set(lag);
     }
     Ok(())
+}
+
+fn count_skips(
+    shared: &Shared,
+    plan: &ExportPlan,
+    rule: &RuleTarget,
+    reason: &str,
+    n: u64,
+    report: &mut JobReport,
+) {
+    report.skip(reason, n);
+    shared
+        .metrics
+        .rows_skipped
+        .get_or_create(&SkipLabels {
+            metrics_exporter: plan.key.clone(),
+            rule: rule.key.clone(),
+            reason: reason.to_string(),
+        })
+        .inc_by(n);
 }
 
 fn count_points(
