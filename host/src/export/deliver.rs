@@ -576,7 +576,7 @@ mod tests {
             .iter()
             .map(|b| {
                 let req = ExportMetricsServiceRequest::decode(b.as_slice()).expect("decodes");
-                crate::export::decoded::gauge_values(&req)
+                crate::export::testing::gauge_values(&req)
             })
             .collect()
     }

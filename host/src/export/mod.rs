@@ -345,8 +345,53 @@ mod tests {
 }
 
 #[cfg(test)]
-pub(crate) mod decoded {
-    //! Reading requests back with the reference types, for tests.
+pub(crate) mod testing {
+    //! Shared by the exporters' tests: a network exporter's config and sink,
+    //! an output of N points, and reading requests back with the reference
+    //! types.
+
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::config::{
+        Compression, ExporterConfig, ExporterKind, OtlpConfig, Protocol, RetryConfig, TlsConfig,
+    };
+    use super::{Sink, fixture};
+    use crate::wit::Output;
+
+    /// Fast retries, so tests of retry behaviour finish quickly.
+    pub fn otlp_config(endpoint: &str, protocol: Protocol) -> OtlpConfig {
+        OtlpConfig {
+            endpoint: endpoint.to_string(),
+            protocol,
+            headers: BTreeMap::new(),
+            compression: Compression::Gzip,
+            timeout: Duration::from_secs(5),
+            retry: RetryConfig {
+                enabled: true,
+                initial_interval: Duration::from_millis(10),
+                max_interval: Duration::from_millis(20),
+                max_elapsed_time: Duration::from_secs(5),
+            },
+            tls: TlsConfig::default(),
+            max_points_per_request: 10_000,
+        }
+    }
+
+    pub fn otlp_sink(name: &str, config: OtlpConfig) -> Sink {
+        Sink::build(&ExporterConfig {
+            name: name.into(),
+            kind: ExporterKind::Otlp(config),
+        })
+        .expect("builds")
+    }
+
+    /// One gauge `g` with `points` points.
+    pub fn gauge_output(points: usize) -> Output {
+        let mut out = fixture::output();
+        out.metrics = vec![fixture::gauge("g", fixture::T, points)];
+        out
+    }
 
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;

@@ -343,19 +343,16 @@ mod tests {
 mod server_tests {
     use super::*;
     use crate::error::{Classify, RetryClass};
-    use crate::export::config::{
-        ExporterConfig, ExporterKind, HeaderValue as ConfigHeader, Protocol, RetryConfig, TlsConfig,
-    };
+    use crate::export::config::{HeaderValue as ConfigHeader, Protocol};
     use crate::export::deliver::Sink;
     use crate::export::{Resource, fixture};
-    use crate::wit::Output;
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
         MetricsService, MetricsServiceServer,
     };
     use opentelemetry_proto::tonic::collector::metrics::v1::{
         ExportMetricsPartialSuccess, ExportMetricsServiceRequest,
     };
-    use std::collections::{BTreeMap, VecDeque};
+    use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
     use std::time::Instant;
@@ -414,39 +411,15 @@ mod server_tests {
         (format!("http://{addr}"), receiver)
     }
 
+    use crate::export::testing::{gauge_output, gauge_values};
+
     fn config(endpoint: &str) -> crate::export::config::OtlpConfig {
-        crate::export::config::OtlpConfig {
-            endpoint: endpoint.to_string(),
-            protocol: Protocol::Grpc,
-            headers: BTreeMap::new(),
-            compression: Compression::Gzip,
-            timeout: Duration::from_secs(5),
-            retry: RetryConfig {
-                enabled: true,
-                initial_interval: Duration::from_millis(10),
-                max_interval: Duration::from_millis(20),
-                max_elapsed_time: Duration::from_secs(5),
-            },
-            tls: TlsConfig::default(),
-            max_points_per_request: 10_000,
-        }
+        crate::export::testing::otlp_config(endpoint, Protocol::Grpc)
     }
 
     fn sink(config: crate::export::config::OtlpConfig) -> Sink {
-        Sink::build(&ExporterConfig {
-            name: "grpc".into(),
-            kind: ExporterKind::Otlp(config),
-        })
-        .expect("builds")
+        crate::export::testing::otlp_sink("grpc", config)
     }
-
-    fn gauge_output(points: usize) -> Output {
-        let mut out = fixture::output();
-        out.metrics = vec![fixture::gauge("g", fixture::T, points)];
-        out
-    }
-
-    use crate::export::decoded::gauge_values;
 
     #[tokio::test]
     async fn the_receiver_gets_the_points() {

@@ -431,19 +431,16 @@ mod tests {
 mod server_tests {
     use super::*;
     use crate::error::{Classify, RetryClass};
-    use crate::export::config::{
-        ExporterConfig, ExporterKind, HeaderValue as ConfigHeader, RetryConfig,
-    };
+    use crate::export::config::{ExporterConfig, ExporterKind, HeaderValue as ConfigHeader};
     use crate::export::deliver::Sink;
     use crate::export::{Resource, fixture};
-    use crate::wit::Output;
     use axum::extract::State;
     use opentelemetry_proto::tonic::collector::metrics::v1::{
         ExportMetricsPartialSuccess, ExportMetricsServiceRequest,
     };
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     use prost::Message;
-    use std::collections::{BTreeMap, VecDeque};
+    use std::collections::VecDeque;
     use std::io::Read;
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
@@ -557,43 +554,17 @@ mod server_tests {
         response
     }
 
-    fn config(endpoint: &str, protocol: Protocol) -> OtlpConfig {
-        OtlpConfig {
-            endpoint: endpoint.to_string(),
-            protocol,
-            headers: BTreeMap::new(),
-            compression: Compression::Gzip,
-            timeout: Duration::from_secs(5),
-            retry: RetryConfig {
-                enabled: true,
-                initial_interval: Duration::from_millis(10),
-                max_interval: Duration::from_millis(20),
-                max_elapsed_time: Duration::from_secs(5),
-            },
-            tls: TlsConfig::default(),
-            max_points_per_request: 10_000,
-        }
-    }
+    use crate::export::testing::{gauge_output, otlp_config as config};
 
     fn sink(config: OtlpConfig) -> Sink {
-        Sink::build(&ExporterConfig {
-            name: "sink".into(),
-            kind: ExporterKind::Otlp(config),
-        })
-        .expect("builds")
-    }
-
-    fn gauge_output(points: usize) -> Output {
-        let mut out = fixture::output();
-        out.metrics = vec![fixture::gauge("g", fixture::T, points)];
-        out
+        crate::export::testing::otlp_sink("sink", config)
     }
 
     fn decode(body: &[u8]) -> ExportMetricsServiceRequest {
         ExportMetricsServiceRequest::decode(body).expect("protobuf request")
     }
 
-    use crate::export::decoded::gauge_values;
+    use crate::export::testing::gauge_values;
 
     #[tokio::test]
     async fn gzip_protobuf_arrives_whole() {

@@ -18,6 +18,9 @@ use crate::wit::{Batch, BatchContext};
 
 /// How many leading bytes identify a file (header and first rows).
 const FINGERPRINT_BYTES: usize = 1024;
+/// Bytes read from a table per chunk at most, so a long backlog is read once
+/// in pieces rather than whole for every chunk.
+const MAX_READ_BYTES: u64 = 64 << 20;
 
 /// A row that could not be read; it is skipped, counted and reported.
 #[derive(Debug, Clone)]
@@ -33,9 +36,9 @@ pub struct Chunk {
     pub bad_rows: Vec<BadRow>,
     /// True when the file was truncated or rewritten and read from the start.
     pub restarted: bool,
-    /// True when rows remain after this chunk (the row limit was hit).
+    /// True when rows may remain after this chunk (a row or byte limit was hit).
     pub more: bool,
-    /// Bytes of complete rows not yet read after this chunk.
+    /// Bytes of the file not yet read after this chunk.
     pub pending_bytes: u64,
 }
 
@@ -108,10 +111,21 @@ pub fn read_chunk(
         None => start.offset,
     };
     file.seek(SeekFrom::Start(begin)).map_err(io)?;
-    let mut rest = Vec::with_capacity((len - begin.min(len)) as usize);
-    file.read_to_end(&mut rest).map_err(io)?;
+    let to_read = len.saturating_sub(begin).min(MAX_READ_BYTES);
+    let mut rest = Vec::with_capacity(to_read as usize);
+    (&mut file)
+        .take(to_read)
+        .read_to_end(&mut rest)
+        .map_err(io)?;
+    let read_all = begin + rest.len() as u64 >= len;
     // Only whole lines: a writer may be half-way through the last one.
     let all_complete = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if all_complete == 0 && !read_all {
+        return Err(InputError::format(
+            &origin,
+            format!("the row at byte {begin} is longer than {MAX_READ_BYTES} bytes"),
+        ));
+    }
     let mut complete = all_complete;
     if let Some(end) = start.partial.as_ref().map(|p| p.end_offset)
         && end > begin
@@ -144,8 +158,8 @@ pub fn read_chunk(
         },
         bad_rows,
         restarted,
-        more: consumed < all_complete,
-        pending_bytes: (all_complete - consumed) as u64,
+        more: consumed < all_complete || !read_all,
+        pending_bytes: len.saturating_sub(offset),
     })
 }
 
