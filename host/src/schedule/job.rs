@@ -82,21 +82,8 @@ impl JobReport {
 }
 
 /// Runs one job until its table is caught up (in chunks of the configured
-/// row limit) or a step fails.
+/// row limit) or a step fails; `report` says what was done either way.
 pub async fn run_job(
-    shared: &Arc<Shared>,
-    plan: &ExportPlan,
-    rule: &RuleTarget,
-    sink_name: &str,
-    sink: &Sink,
-    guest: &Guest,
-) -> (JobReport, Result<(), JobError>) {
-    let mut report = JobReport::default();
-    let result = run_chunks(shared, plan, rule, sink_name, sink, guest, &mut report).await;
-    (report, result)
-}
-
-async fn run_chunks(
     shared: &Arc<Shared>,
     plan: &ExportPlan,
     rule: &RuleTarget,

@@ -104,8 +104,17 @@ impl Runner {
                 );
                 jobs.spawn(async move {
                     let t = Instant::now();
-                    let (report, result) =
-                        run_job(&shared, &plan, &rule, &sink_name, &sink, &guest).await;
+                    let mut report = JobReport::default();
+                    let result = run_job(
+                        &shared,
+                        &plan,
+                        &rule,
+                        &sink_name,
+                        &sink,
+                        &guest,
+                        &mut report,
+                    )
+                    .await;
                     log_job(&plan, &rule.key, &sink_name, &report, &result, t.elapsed());
                     result.is_ok()
                 });
