@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::source::kusto::config::AuthMode;
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -47,6 +48,21 @@ pub struct RunArgs {
     /// for delivery, and exit 0 only if every export succeeded.
     #[arg(long)]
     pub once: bool,
+    /// Read this database from this ADX cluster (`DATABASE=URL`, repeatable);
+    /// adds to `source.kusto.endpoints`.
+    #[arg(long = "kusto-endpoint", value_name = "DATABASE=URL")]
+    pub kusto_endpoints: Vec<String>,
+    /// How to sign in to ADX: default, workload-identity, managed-identity,
+    /// azure-cli, client-secret or none.
+    #[arg(long, value_parser = parse_auth)]
+    pub kusto_auth: Option<AuthMode>,
+    /// How far behind now a window stops, for ingestion to land (e.g. 2m).
+    #[arg(long, value_parser = parse_duration)]
+    pub settle_delay: Option<Duration>,
+}
+
+fn parse_auth(s: &str) -> Result<AuthMode, String> {
+    AuthMode::parse(s)
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kusto_metrics::cli::{Cli, Command, GuestArgs, RunArgs};
 use kusto_metrics::config::HostConfig;
+use kusto_metrics::config::host_config::Overrides;
 use kusto_metrics::schedule::{self, Runner};
 use kusto_metrics::telemetry::Metrics;
 use kusto_metrics::telemetry::server::{self, Health};
@@ -63,7 +64,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
-    let config = Arc::new(HostConfig::load(&args.config)?);
+    let overrides = Overrides {
+        kusto_endpoints: args.kusto_endpoints.clone(),
+        kusto_auth: args.kusto_auth,
+        settle_delay: args.settle_delay,
+    };
+    let config = Arc::new(HostConfig::load_with(&args.config, &overrides)?);
     let cache_dir = config.cache_dir.clone().or_else(cache::default_cache_dir);
     let wasm =
         Runtime::new(cache_dir, config.guest_limits).context("starting the WebAssembly runtime")?;

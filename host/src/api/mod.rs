@@ -54,6 +54,14 @@ pub struct MetricsExporterSpec {
     /// selector matches every rule in the namespace.
     #[serde(default)]
     pub summary_rule_selector: Option<LabelSelector>,
+    /// With `body`, instead of a selector: run this KQL for each window
+    /// (upstream adx-mon's MetricsExporter).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// KQL using `_startTime` and `_endTime` (declared `datetime`
+    /// parameters; `_endTime` is one tick before the window's end).
+    #[serde(default)]
+    pub body: Option<String>,
     /// Names of exporters in the host configuration.
     pub exporters: Vec<String>,
     /// How often to export, e.g. `1m`.

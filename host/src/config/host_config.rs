@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::export::config::ExporterConfig;
+use crate::source::kusto::KustoConfig;
+use crate::source::kusto::config::AuthMode;
 use crate::transform::limits;
 
 /// Rows handed to a guest per call, at most. Keeps one call well inside the
@@ -24,6 +26,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 struct RawConfig {
     #[serde(default)]
     manifests: Option<PathBuf>,
+    #[serde(default)]
     source: RawSource,
     #[serde(default)]
     state: Option<PathBuf>,
@@ -37,11 +40,13 @@ struct RawConfig {
     reload_interval: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawSource {
     #[serde(default)]
     local: Option<RawLocal>,
+    #[serde(default)]
+    kusto: Option<KustoConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,8 +81,7 @@ pub struct HostConfig {
     pub path: PathBuf,
     /// A folder of manifests; `None` means Kubernetes (not in this version).
     pub manifests: Option<PathBuf>,
-    /// `tables/<Database>/<Table>.csv|.jsonl`.
-    pub tables: PathBuf,
+    pub source: SourceConfig,
     pub state_dir: PathBuf,
     pub exporters: Vec<ExporterConfig>,
     /// Where `/metrics`, `/healthz`, `/readyz` are served; `None`: off.
@@ -86,6 +90,25 @@ pub struct HostConfig {
     pub guest_limits: limits::Limits,
     pub max_rows_per_batch: usize,
     pub reload_interval: Duration,
+}
+
+/// Where rows come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// `tables/<Database>/<Table>.csv|.jsonl`.
+    Local {
+        tables: PathBuf,
+    },
+    Kusto(Box<KustoConfig>),
+}
+
+/// Command-line settings that add to or replace the file's.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `DB=URL`.
+    pub kusto_endpoints: Vec<String>,
+    pub kusto_auth: Option<AuthMode>,
+    pub settle_delay: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,15 +127,49 @@ fn duration(key: &str, text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Command-line settings over the file's `source`. An endpoint on the
+/// command line makes the source ADX; with `local` also set that is an error
+/// rather than a silent choice.
+fn apply(source: &mut RawSource, overrides: &Overrides) -> Result<(), String> {
+    let wants_kusto = !overrides.kusto_endpoints.is_empty()
+        || overrides.kusto_auth.is_some()
+        || overrides.settle_delay.is_some();
+    if !wants_kusto {
+        return Ok(());
+    }
+    if source.local.is_some() {
+        return Err(
+            "source.local is set: --kusto-endpoint, --kusto-auth and --settle-delay apply to an ADX source only"
+                .to_string(),
+        );
+    }
+    let kusto = source.kusto.get_or_insert_with(KustoConfig::empty);
+    for e in &overrides.kusto_endpoints {
+        kusto.add_endpoint(e)?;
+    }
+    if let Some(auth) = overrides.kusto_auth {
+        kusto.auth = auth;
+    }
+    if let Some(d) = overrides.settle_delay {
+        kusto.settle_delay = d;
+    }
+    Ok(())
+}
+
 impl HostConfig {
     pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        Self::load_with(path, &Overrides::default())
+    }
+
+    pub fn load_with(path: &Path, overrides: &Overrides) -> Result<HostConfig, ConfigError> {
         let shown = path.display().to_string();
         let err = |message: String| ConfigError {
             path: shown.clone(),
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let raw: RawConfig = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let mut raw: RawConfig = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        apply(&mut raw.source, overrides).map_err(err)?;
         let base = path
             .canonicalize()
             .ok()
@@ -122,9 +179,21 @@ impl HostConfig {
     }
 
     fn from_raw(raw: RawConfig, path: &Path, base: &Path) -> Result<HostConfig, String> {
-        let local = raw.source.local.ok_or(
-            "source: set `local: {tables: FOLDER}` (reading Azure Data Explorer is not in this version)",
-        )?;
+        let source = match (raw.source.local, raw.source.kusto) {
+            (Some(local), None) => SourceConfig::Local {
+                tables: base.join(local.tables),
+            },
+            (None, Some(kusto)) => {
+                kusto.validate().map_err(|e| format!("source.kusto.{e}"))?;
+                SourceConfig::Kusto(Box::new(kusto))
+            }
+            (Some(_), Some(_)) => {
+                return Err("source: set either `local` or `kusto`, not both".to_string());
+            }
+            (None, None) => {
+                return Err("source: set `local: {tables: FOLDER}` or `kusto: {endpoints: {DATABASE: URL}}` (or pass --kusto-endpoint DATABASE=URL)".to_string());
+            }
+        };
         let manifests = match raw.manifests {
             Some(m) => Some(base.join(m)),
             None => {
@@ -173,7 +242,7 @@ impl HostConfig {
         Ok(HostConfig {
             path: path.to_path_buf(),
             manifests,
-            tables: base.join(local.tables),
+            source,
             state_dir: base.join(raw.state.unwrap_or_else(|| PathBuf::from("state"))),
             exporters,
             listen,
@@ -189,6 +258,13 @@ impl HostConfig {
                 None => DEFAULT_RELOAD_INTERVAL,
             },
         })
+    }
+
+    pub fn kusto(&self) -> Option<&KustoConfig> {
+        match &self.source {
+            SourceConfig::Kusto(k) => Some(k),
+            SourceConfig::Local { .. } => None,
+        }
     }
 
     pub fn exporter(&self, name: &str) -> Option<&ExporterConfig> {
@@ -214,7 +290,10 @@ mod tests {
         )
         .unwrap();
         assert!(c.manifests.as_ref().unwrap().ends_with("m"));
-        assert!(c.tables.ends_with("t") && c.tables.is_absolute());
+        let SourceConfig::Local { tables } = &c.source else {
+            panic!("{:?}", c.source)
+        };
+        assert!(tables.ends_with("t") && tables.is_absolute());
         assert_eq!(c.guest_limits.max_memory, 32 << 20);
         assert_eq!(c.guest_limits.deadline, Duration::from_secs(2));
         assert!(c.exporter("console").is_some());
@@ -241,5 +320,34 @@ mod tests {
                 .contains("exporters[1].name: `a` is defined twice"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_adx_source_from_the_file_or_the_command_line() {
+        let c = load("manifests: m\nsource:\n  kusto:\n    endpoints: {Db: https://c.kusto.windows.net}\n    settleDelay: 5m\n").unwrap();
+        let k = c.kusto().unwrap();
+        assert_eq!(k.settle_delay, Duration::from_secs(300));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.yaml");
+        std::fs::write(&path, "manifests: m\n").unwrap();
+        let e = HostConfig::load(&path).unwrap_err();
+        assert!(e.to_string().contains("--kusto-endpoint"), "{e}");
+        let overrides = Overrides {
+            kusto_endpoints: vec!["Db=http://127.0.0.1:1".into()],
+            kusto_auth: Some(AuthMode::None),
+            settle_delay: None,
+        };
+        let c = HostConfig::load_with(&path, &overrides).unwrap();
+        assert_eq!(
+            c.kusto().unwrap().endpoint("Db"),
+            Some("http://127.0.0.1:1")
+        );
+
+        std::fs::write(&path, "manifests: m\nsource: {local: {tables: t}}\n").unwrap();
+        let e = HostConfig::load_with(&path, &overrides).unwrap_err();
+        assert!(e.to_string().contains("source.local is set"), "{e}");
+        let e = load("manifests: m\nsource: {kusto: {endpoints: {Db: http://x}}}\n").unwrap_err();
+        assert!(e.to_string().contains("source.kusto.endpoints.Db"), "{e}");
     }
 }

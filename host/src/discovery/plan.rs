@@ -17,7 +17,11 @@ pub struct RuleTarget {
     pub name: String,
     pub namespace: String,
     pub database: String,
+    /// Empty for a MetricsExporter's own `body`.
     pub table: String,
+    /// A MetricsExporter's own query, run per aligned window, instead of
+    /// reading `table` by ingestion time.
+    pub body: Option<String>,
 }
 
 /// One MetricsExporter ready to run.
@@ -94,6 +98,29 @@ fn plan_one(
             ));
         }
     }
+    let direct = match (&spec.database, &spec.body) {
+        (None, None) => None,
+        (Some(db), Some(body)) => {
+            if spec.summary_rule_selector.is_some() {
+                return Err(
+                    "spec: give either summaryRuleSelector or database and body, not both"
+                        .to_string(),
+                );
+            }
+            if db.trim().is_empty() || body.trim().is_empty() {
+                return Err("spec.database and spec.body: must not be empty".to_string());
+            }
+            if config.kusto().is_none() {
+                return Err(format!(
+                    "spec.body: a query runs against Azure Data Explorer, but {} reads local tables (source.local)",
+                    config.path.display()
+                ));
+            }
+            Some((db.clone(), body.clone()))
+        }
+        (Some(_), None) => return Err("spec.database: given without spec.body".to_string()),
+        (None, Some(_)) => return Err("spec.body: given without spec.database".to_string()),
+    };
     let selector = spec.summary_rule_selector.clone().unwrap_or_default();
     selector
         .validate()
@@ -105,20 +132,31 @@ fn plan_one(
     let transform =
         transform_spec(spec.transform.clone(), base).map_err(|e| format!("spec.transform: {e}"))?;
     let namespace = me.metadata.namespace();
-    let rules = catalog
-        .rules
-        .iter()
-        .filter(|(_, r)| {
-            r.metadata.namespace() == namespace && selector.matches(&r.metadata.labels)
-        })
-        .map(|(key, r)| RuleTarget {
-            key: key.clone(),
-            name: r.metadata.name.clone(),
+    let rules = match direct {
+        Some((database, body)) => vec![RuleTarget {
+            key: format!("{}#body", me.metadata.key()),
+            name: me.metadata.name.clone(),
             namespace: namespace.to_string(),
-            database: r.spec.database.clone(),
-            table: r.spec.table.clone(),
-        })
-        .collect();
+            database,
+            table: String::new(),
+            body: Some(body),
+        }],
+        None => catalog
+            .rules
+            .iter()
+            .filter(|(_, r)| {
+                r.metadata.namespace() == namespace && selector.matches(&r.metadata.labels)
+            })
+            .map(|(key, r)| RuleTarget {
+                key: key.clone(),
+                name: r.metadata.name.clone(),
+                namespace: namespace.to_string(),
+                database: r.spec.database.clone(),
+                table: r.spec.table.clone(),
+                body: None,
+            })
+            .collect(),
+    };
     Ok(ExportPlan {
         key: me.metadata.key(),
         name: me.metadata.name.clone(),

@@ -232,7 +232,7 @@ fn yes() -> bool {
 }
 
 /// A duration written as `10s`, `1m30s`, `500ms`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     parse_duration(&text).map_err(de::Error::custom)
 }

@@ -3,21 +3,24 @@
 //! the exporter accepted the data; any failure leaves it where it was, so
 //! the rows go out on a later pass.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::config::host_config::SourceConfig;
 use crate::discovery::{ExportPlan, RuleTarget};
 use crate::error::{Classify, RetryClass};
 use crate::export::{ExportError, Sink};
 use crate::schedule::runner::Shared;
 use crate::source::InputError;
-use crate::source::local_table::{read_chunk, table_path};
-use crate::state::{PartialChunk, StateError, job_key};
+use crate::source::kusto::KustoError;
+use crate::source::local_table::{BadRow, read_chunk, table_path};
+use crate::state::{PartialChunk, Progress, StateError};
 use crate::telemetry::metrics::{
     ExporterLabels, FailureLabels, PointLabels, RuleLabels, SkipLabels,
 };
 use crate::transform::{Guest, TransformError};
-use crate::wit::{BatchContext, MetricData, Output};
+use crate::wit::{Batch, BatchContext, MetricData, Output, Requirements};
 use sha2::{Digest, Sha256};
 
 /// The skip reason for rows that could not be read at all.
@@ -31,6 +34,18 @@ pub enum JobError {
         #[source]
         source: InputError,
     },
+    /// Every ADX error names the exporter, the rule, the database and the
+    /// request id.
+    #[error("MetricsExporter {metrics_exporter}, rule {rule}: {source}")]
+    Kusto {
+        metrics_exporter: String,
+        rule: String,
+        #[source]
+        source: Box<KustoError>,
+    },
+    /// The table or the query result lacks what the transform needs.
+    #[error("{origin}: {message}")]
+    Columns { origin: String, message: String },
     #[error(transparent)]
     Transform(#[from] TransformError),
     #[error(transparent)]
@@ -45,6 +60,8 @@ impl JobError {
     pub fn reason(&self) -> &'static str {
         match self {
             JobError::Source { .. } => "source",
+            JobError::Kusto { source, .. } => source.reason(),
+            JobError::Columns { .. } => "columns",
             JobError::Transform(e) => e.reason(),
             JobError::Export(e) => e.reason(),
             JobError::State(_) => "state",
@@ -57,6 +74,9 @@ impl Classify for JobError {
     fn retry_class(&self) -> RetryClass {
         match self {
             JobError::Source { source, .. } => source.retry_class(),
+            JobError::Kusto { source, .. } => source.retry_class(),
+            // The table may be fixed (a column added) without a restart.
+            JobError::Columns { .. } => RetryClass::Retryable,
             JobError::Transform(e) => e.retry_class(),
             JobError::Export(e) => e.retry_class(),
             JobError::State(e) => e.retry_class(),
@@ -81,41 +101,204 @@ impl JobReport {
     }
 }
 
-/// Runs one job until its table is caught up (in chunks of the configured
-/// row limit) or a step fails; `report` says what was done either way.
-pub async fn run_job(
-    shared: &Arc<Shared>,
-    plan: &ExportPlan,
-    rule: &RuleTarget,
-    sink_name: &str,
-    sink: &Sink,
-    guest: &Guest,
-    report: &mut JobReport,
-) -> Result<(), JobError> {
-    let key = job_key(&plan.key, &rule.key, sink_name);
-    let table = format!("{}.{}", rule.database, rule.table);
-    let (path, format) =
-        table_path(&shared.config.tables, &rule.database, &rule.table).map_err(|source| {
-            JobError::Source {
-                table: table.clone(),
-                source,
-            }
-        })?;
-    let rule_labels = RuleLabels {
-        metrics_exporter: plan.key.clone(),
-        rule: rule.key.clone(),
-    };
-    loop {
-        let from = shared.state.get(&key);
-        let context = BatchContext {
-            database: rule.database.clone(),
-            table: rule.table.clone(),
-            rule_name: rule.name.clone(),
-            rule_namespace: rule.namespace.clone(),
-            exporter_name: plan.name.clone(),
+/// What one job works with: one rule's rows, one MetricsExporter's guest,
+/// one exporter.
+pub struct Job<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub plan: &'a ExportPlan,
+    pub rule: &'a RuleTarget,
+    pub sink_name: &'a str,
+    pub sink: &'a Sink,
+    pub guest: &'a Guest,
+    /// What the guest's configuration needs from the table.
+    pub requirements: &'a Requirements,
+    /// The progress key.
+    pub key: String,
+}
+
+impl<'a> Job<'a> {
+    pub fn context(&self) -> BatchContext {
+        BatchContext {
+            database: self.rule.database.clone(),
+            table: self.rule.table.clone(),
+            rule_name: if self.rule.body.is_some() {
+                String::new()
+            } else {
+                self.rule.name.clone()
+            },
+            rule_namespace: self.rule.namespace.clone(),
+            exporter_name: self.plan.name.clone(),
             window_start: None,
             window_end: None,
+        }
+    }
+
+    pub fn rule_labels(&self) -> RuleLabels {
+        RuleLabels {
+            metrics_exporter: self.plan.key.clone(),
+            rule: self.rule.key.clone(),
+        }
+    }
+
+    /// Runs the guest on one chunk's rows and delivers the output. When a
+    /// later request fails after earlier ones were accepted, records how many
+    /// were (see [`PartialChunk`]), so the next pass sends only the rest of
+    /// the same output. `chunk_end` and `rows_key` identify the chunk: the
+    /// end of its rows in the source, and what else tells its rows apart.
+    pub async fn transform_and_deliver(
+        &self,
+        from: Option<&Progress>,
+        batch: Batch,
+        chunk_end: u64,
+        rows_key: &str,
+        report: &mut JobReport,
+    ) -> Result<(), JobError> {
+        let rows = u64::from(batch.row_count);
+        report.rows_read += rows;
+        self.shared
+            .metrics
+            .rows_read
+            .get_or_create(&self.rule_labels())
+            .inc_by(rows);
+        if rows == 0 {
+            return Ok(());
+        }
+        let (g, config) = (self.guest.clone(), self.plan.transform.config_json.clone());
+        let output = tokio::task::spawn_blocking(move || g.transform(&config, &batch))
+            .await
+            .map_err(|e| JobError::Internal(e.to_string()))??;
+        for s in &output.skipped {
+            self.count_skips(&s.reason, s.count, report);
+        }
+        if output.point_count() == 0 {
+            return Ok(());
+        }
+        let output_key = output_key(self.guest, &self.plan.transform.config_json, rows_key);
+        let skip = from
+            .and_then(|p| p.partial.as_ref())
+            .filter(|p| p.end_offset == chunk_end && p.output_key == output_key)
+            .map_or(0, |p| p.requests);
+        let Err(e) = self.deliver(&output, skip, report).await else {
+            return Ok(());
         };
+        if let JobError::Export(export) = &e
+            && export.delivered.requests > 0
+        {
+            let mut keep = from.cloned().unwrap_or_default();
+            keep.partial = Some(PartialChunk {
+                end_offset: chunk_end,
+                requests: skip + export.delivered.requests,
+                output_key,
+            });
+            self.shared.state.commit(&self.key, keep)?;
+        }
+        Err(e)
+    }
+
+    pub fn count_bad_rows(&self, origin: &str, bad_rows: &[BadRow], report: &mut JobReport) {
+        for bad in bad_rows {
+            tracing::warn!(metrics_exporter = %self.plan.key, rule = %self.rule.key, origin, row = bad.row, error = %bad.message, "row skipped");
+        }
+        if !bad_rows.is_empty() {
+            self.count_skips(INVALID_ROW, bad_rows.len() as u64, report);
+        }
+    }
+
+    async fn deliver(
+        &self,
+        output: &Output,
+        skip: usize,
+        report: &mut JobReport,
+    ) -> Result<(), JobError> {
+        let shared = self.shared;
+        let started = Instant::now();
+        let result = self.sink.send_from(&shared.resource, output, skip).await;
+        shared
+            .metrics
+            .export_latency
+            .get_or_create(&ExporterLabels {
+                exporter: self.sink_name.to_string(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        let delivered = match result {
+            Ok(d) => d,
+            Err(e) => {
+                self.count_points(e.delivered.points, e.delivered.rejected_points, report);
+                shared
+                    .metrics
+                    .export_failures
+                    .get_or_create(&FailureLabels {
+                        exporter: self.sink_name.to_string(),
+                        reason: e.reason().to_string(),
+                    })
+                    .inc();
+                return Err(e.into());
+            }
+        };
+        self.count_points(delivered.points, delivered.rejected_points, report);
+        if let Some(newest) = newest_point(output) {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO);
+            let lag = now.as_secs_f64() - Duration::from_nanos(newest).as_secs_f64();
+            shared
+                .metrics
+                .lag_seconds
+                .get_or_create(&self.rule_labels())
+                .set(lag);
+        }
+        Ok(())
+    }
+
+    fn count_skips(&self, reason: &str, n: u64, report: &mut JobReport) {
+        report.skip(reason, n);
+        self.shared
+            .metrics
+            .rows_skipped
+            .get_or_create(&SkipLabels {
+                metrics_exporter: self.plan.key.clone(),
+                rule: self.rule.key.clone(),
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    fn count_points(&self, points: usize, rejected: u64, report: &mut JobReport) {
+        let sent = (points as u64).saturating_sub(rejected);
+        report.points_sent += sent;
+        self.shared
+            .metrics
+            .points_sent
+            .get_or_create(&PointLabels {
+                metrics_exporter: self.plan.key.clone(),
+                rule: self.rule.key.clone(),
+                exporter: self.sink_name.to_string(),
+            })
+            .inc_by(sent);
+    }
+}
+
+/// Runs one job until its source is caught up (in chunks of the configured
+/// row limit) or a step fails; `report` says what was done either way.
+pub async fn run_job(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> {
+    match &job.shared.config.source {
+        SourceConfig::Local { tables } => run_local(job, tables, report).await,
+        SourceConfig::Kusto(_) => super::kusto_job::run(job, report).await,
+    }
+}
+
+/// A local table, from the stored byte offset to its end.
+async fn run_local(job: &Job<'_>, tables: &Path, report: &mut JobReport) -> Result<(), JobError> {
+    let (shared, rule) = (job.shared, job.rule);
+    let table = format!("{}.{}", rule.database, rule.table);
+    let source_error = |source| JobError::Source {
+        table: table.clone(),
+        source,
+    };
+    let (path, format) = table_path(tables, &rule.database, &rule.table).map_err(source_error)?;
+    loop {
+        let from = shared.state.get(&job.key);
+        let context = job.context();
         let max_rows = shared.config.max_rows_per_batch;
         let (path2, from2) = (path.clone(), from.clone());
         let chunk = tokio::task::spawn_blocking(move || {
@@ -123,76 +306,18 @@ pub async fn run_job(
         })
         .await
         .map_err(|e| JobError::Internal(e.to_string()))?
-        .map_err(|source| JobError::Source {
-            table: table.clone(),
-            source,
-        })?;
-        for bad in &chunk.bad_rows {
-            tracing::warn!(metrics_exporter = %plan.key, rule = %rule.key, table = %path.display(), row = bad.row, error = %bad.message, "row skipped");
-        }
-        if !chunk.bad_rows.is_empty() {
-            count_skips(
-                shared,
-                plan,
-                rule,
-                INVALID_ROW,
-                chunk.bad_rows.len() as u64,
-                report,
-            );
-        }
-        let rows = u64::from(chunk.batch.row_count);
-        report.rows_read += rows;
-        shared
-            .metrics
-            .rows_read
-            .get_or_create(&rule_labels)
-            .inc_by(rows);
-        if rows > 0 {
-            let (g, config, batch) = (
-                guest.clone(),
-                plan.transform.config_json.clone(),
-                chunk.batch,
-            );
-            let output = tokio::task::spawn_blocking(move || g.transform(&config, &batch))
-                .await
-                .map_err(|e| JobError::Internal(e.to_string()))??;
-            for s in &output.skipped {
-                count_skips(shared, plan, rule, &s.reason, s.count, report);
-            }
-            if output.point_count() > 0 {
-                let output_key = output_key(guest, &plan.transform.config_json);
-                let skip = from
-                    .as_ref()
-                    .and_then(|p| p.partial.as_ref())
-                    .filter(|p| p.end_offset == chunk.next.offset && p.output_key == output_key)
-                    .map_or(0, |p| p.requests);
-                if let Err(e) =
-                    deliver(shared, plan, rule, sink_name, sink, &output, skip, report).await
-                {
-                    if let JobError::Export(export) = &e
-                        && export.delivered.requests > 0
-                    {
-                        // Remember what was accepted, so the next pass sends
-                        // only the rest of this chunk.
-                        let mut keep = from.clone().unwrap_or_default();
-                        keep.partial = Some(PartialChunk {
-                            end_offset: chunk.next.offset,
-                            requests: skip + export.delivered.requests,
-                            output_key,
-                        });
-                        shared.state.commit(&key, keep)?;
-                    }
-                    return Err(e);
-                }
-            }
-        }
+        .map_err(source_error)?;
+        job.count_bad_rows(&path.display().to_string(), &chunk.bad_rows, report);
+        // Offsets alone tell a local chunk apart: the file is append-only.
+        job.transform_and_deliver(from.as_ref(), chunk.batch, chunk.next.offset, "", report)
+            .await?;
         if from.as_ref() != Some(&chunk.next) {
-            shared.state.commit(&key, chunk.next)?;
+            shared.state.commit(&job.key, chunk.next)?;
         }
         shared
             .metrics
             .pending_bytes
-            .get_or_create(&rule_labels)
+            .get_or_create(&job.rule_labels())
             .set(chunk.pending_bytes as i64);
         if !chunk.more {
             return Ok(());
@@ -203,122 +328,12 @@ pub async fn run_job(
 /// What identifies a chunk's output besides its rows: the guest is
 /// deterministic, so the same rows, guest and configuration give the same
 /// requests.
-fn output_key(guest: &Guest, config: &str) -> String {
+fn output_key(guest: &Guest, config: &str, rows_key: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(guest.provenance().digest.as_bytes());
     hasher.update(config.as_bytes());
+    hasher.update(rows_key.as_bytes());
     hex::encode(&hasher.finalize()[..16])
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn deliver(
-    shared: &Arc<Shared>,
-    plan: &ExportPlan,
-    rule: &RuleTarget,
-    sink_name: &str,
-    sink: &Sink,
-    output: &Output,
-    skip: usize,
-    report: &mut JobReport,
-) -> Result<(), JobError> {
-    let started = Instant::now();
-    let result = sink.send_from(&shared.resource, output, skip).await;
-    shared
-        .metrics
-        .export_latency
-        .get_or_create(&ExporterLabels {
-            exporter: sink_name.to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    let delivered = match result {
-        Ok(d) => d,
-        Err(e) => {
-            count_points(
-                shared,
-                plan,
-                rule,
-                sink_name,
-                e.delivered.points,
-                e.delivered.rejected_points,
-                report,
-            );
-            shared
-                .metrics
-                .export_failures
-                .get_or_create(&FailureLabels {
-                    exporter: sink_name.to_string(),
-                    reason: e.reason().to_string(),
-                })
-                .inc();
-            return Err(e.into());
-        }
-    };
-    count_points(
-        shared,
-        plan,
-        rule,
-        sink_name,
-        delivered.points,
-        delivered.rejected_points,
-        report,
-    );
-    if let Some(newest) = newest_point(output) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
-        let lag = now.as_secs_f64() - Duration::from_nanos(newest).as_secs_f64();
-        shared
-            .metrics
-            .lag_seconds
-            .get_or_create(&RuleLabels {
-                metrics_exporter: plan.key.clone(),
-                rule: rule.key.clone(),
-            })
-            .set(lag);
-    }
-    Ok(())
-}
-
-fn count_skips(
-    shared: &Shared,
-    plan: &ExportPlan,
-    rule: &RuleTarget,
-    reason: &str,
-    n: u64,
-    report: &mut JobReport,
-) {
-    report.skip(reason, n);
-    shared
-        .metrics
-        .rows_skipped
-        .get_or_create(&SkipLabels {
-            metrics_exporter: plan.key.clone(),
-            rule: rule.key.clone(),
-            reason: reason.to_string(),
-        })
-        .inc_by(n);
-}
-
-fn count_points(
-    shared: &Shared,
-    plan: &ExportPlan,
-    rule: &RuleTarget,
-    sink_name: &str,
-    points: usize,
-    rejected: u64,
-    report: &mut JobReport,
-) {
-    let sent = (points as u64).saturating_sub(rejected);
-    report.points_sent += sent;
-    shared
-        .metrics
-        .points_sent
-        .get_or_create(&PointLabels {
-            metrics_exporter: plan.key.clone(),
-            rule: rule.key.clone(),
-            exporter: sink_name.to_string(),
-        })
-        .inc_by(sent);
 }
 
 /// The newest point time in an output (Unix nanoseconds).

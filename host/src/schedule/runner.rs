@@ -9,11 +9,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::guests::GuestCache;
-use super::job::{JobReport, run_job};
+use super::job::{Job, JobReport, run_job};
+use super::kusto_job::KustoRuntime;
 use crate::config::HostConfig;
 use crate::discovery::{Catalog, ExportPlan, ManifestFolder, plan};
 use crate::export::{Resource, Sink};
-use crate::state::ProgressStore;
+use crate::source::kusto::{KustoClient, auth};
+use crate::state::{ProgressStore, job_key};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::RunLabels;
 use crate::telemetry::server::Health;
@@ -30,6 +32,8 @@ pub struct Shared {
     pub state: ProgressStore,
     pub metrics: Arc<Metrics>,
     pub resource: Resource,
+    /// Set when the source is ADX.
+    pub kusto: Option<KustoRuntime>,
 }
 
 #[derive(Clone)]
@@ -50,6 +54,16 @@ impl Runner {
             sinks.insert(e.name.clone(), Arc::new(sink));
         }
         let state = ProgressStore::open(&config.state_dir)?;
+        let kusto = match config.kusto() {
+            None => None,
+            Some(k) => {
+                let identity = auth::identity(k)
+                    .map_err(|e| anyhow::anyhow!("{}: source.kusto: {e}", config.path.display()))?;
+                tracing::info!(identity = %identity.description, databases = k.endpoints.len(), "reading Azure Data Explorer");
+                let client = KustoClient::new(k, identity).map_err(anyhow::Error::msg)?;
+                Some(KustoRuntime::new(client, k.clone()))
+            }
+        };
         Ok(Runner {
             shared: Arc::new(Shared {
                 config,
@@ -58,6 +72,7 @@ impl Runner {
                 state,
                 metrics,
                 resource: Resource::default_host(),
+                kusto,
             }),
         })
     }
@@ -73,12 +88,12 @@ impl Runner {
         let s = shared.clone();
         let guest = tokio::task::spawn_blocking(move || {
             let guest = s.guests.get(module.as_ref()).map_err(|e| e.to_string())?;
-            guest.validate(&config).map_err(|e| e.to_string())?;
-            Ok::<_, String>(guest)
+            let requirements = guest.validate(&config).map_err(|e| e.to_string())?;
+            Ok::<_, String>((guest, Arc::new(requirements)))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
-        let guest = match guest {
+        let (guest, requirements) = match guest {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!(metrics_exporter = %plan.key, manifest = %plan.source.display(), error = %e, "transform not usable; nothing exported");
@@ -95,26 +110,28 @@ impl Runner {
                 let Some(sink) = shared.sinks.get(sink_name).cloned() else {
                     continue; // checked when planning
                 };
-                let (shared, plan, rule, sink_name, guest) = (
+                let (shared, plan, rule, sink_name, guest, requirements) = (
                     shared.clone(),
                     plan.clone(),
                     rule.clone(),
                     sink_name.clone(),
                     guest.clone(),
+                    requirements.clone(),
                 );
                 jobs.spawn(async move {
                     let t = Instant::now();
                     let mut report = JobReport::default();
-                    let result = run_job(
-                        &shared,
-                        &plan,
-                        &rule,
-                        &sink_name,
-                        &sink,
-                        &guest,
-                        &mut report,
-                    )
-                    .await;
+                    let job = Job {
+                        shared: &shared,
+                        plan: &plan,
+                        rule: &rule,
+                        sink_name: &sink_name,
+                        sink: &sink,
+                        guest: &guest,
+                        requirements: &requirements,
+                        key: job_key(&plan.key, &rule.key, &sink_name),
+                    };
+                    let result = run_job(&job, &mut report).await;
                     log_job(&plan, &rule.key, &sink_name, &report, &result, t.elapsed());
                     result.is_ok()
                 });

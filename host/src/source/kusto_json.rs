@@ -254,10 +254,13 @@ pub(super) fn fail_on_errors(origin: &str, errors: Option<&[Value]>) -> Result<(
 /// `{"error": {"code": ..., "message": ...}}` as `code: message`.
 fn one_api_message(e: &Value) -> String {
     let inner = e.get("error").unwrap_or(e);
-    match (
-        inner.get("code").and_then(Value::as_str),
-        inner.get("message").and_then(Value::as_str),
-    ) {
+    // `@message` carries the detail (e.g. E_QUERY_RESULT_SET_TOO_LARGE);
+    // `message` is often only "Request is invalid and cannot be executed."
+    let message = inner
+        .get("@message")
+        .or_else(|| inner.get("message"))
+        .and_then(Value::as_str);
+    match (inner.get("code").and_then(Value::as_str), message) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (None, Some(message)) => message.to_string(),
         _ => e.to_string(),

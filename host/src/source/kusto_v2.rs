@@ -28,6 +28,7 @@ use serde_json::value::RawValue;
 use super::batch::{BatchBuilder, ColumnBuilder, ColumnTooLarge};
 use super::error::{InputError, show_value};
 use super::kusto_json::{ColumnDef, builder_for, fail_on_errors};
+use super::local_table::BadRow;
 use crate::wit::{Batch, BatchContext, KustoType};
 
 const PRIMARY_RESULT: &str = "PrimaryResult";
@@ -54,11 +55,35 @@ pub fn parse_v2_bytes(
 /// has no `DataSetCompletion` (cut short), has no primary result, or holds a
 /// row or value that does not fit its columns.
 pub fn parse_v2(origin: &str, body: &str, context: BatchContext) -> Result<Batch, InputError> {
+    parse(origin, body, context, false).map(|(batch, _)| batch)
+}
+
+/// [`parse_v2_bytes`] for query results: a row that does not fit its
+/// columns is left out and returned as a [`BadRow`] instead of failing the
+/// whole response. Errors the response itself reports still fail it.
+pub fn parse_v2_skipping_bad_rows(
+    origin: &str,
+    bytes: &[u8],
+    context: BatchContext,
+) -> Result<(Batch, Vec<BadRow>), InputError> {
+    let body = std::str::from_utf8(bytes).map_err(|e| {
+        InputError::format(origin, format!("not a Kusto v2 response: not UTF-8 ({e})"))
+    })?;
+    parse(origin, body, context, true)
+}
+
+fn parse(
+    origin: &str,
+    body: &str,
+    context: BatchContext,
+    skip_bad_rows: bool,
+) -> Result<(Batch, Vec<BadRow>), InputError> {
     let mut state = State {
         origin,
         primary: None,
         completed: false,
         failure: None,
+        skip_bad_rows,
     };
     let mut de = serde_json::Deserializer::from_str(body);
     let parsed = Frames(&mut state)
@@ -85,7 +110,10 @@ pub fn parse_v2(origin: &str, body: &str, context: BatchContext) -> Result<Batch
     let primary = state.primary.ok_or_else(|| {
         InputError::format(origin, "the response has no table of kind PrimaryResult")
     })?;
-    Ok(primary.builder.finish(context))
+    Ok((
+        primary.builder.finish(context),
+        primary.bad_rows.unwrap_or_default(),
+    ))
 }
 
 struct State<'o> {
@@ -95,6 +123,7 @@ struct State<'o> {
     /// The error that stopped the parse; serde's own error type cannot
     /// carry an [`InputError`].
     failure: Option<InputError>,
+    skip_bad_rows: bool,
 }
 
 struct Primary {
@@ -102,6 +131,8 @@ struct Primary {
     builder: BatchBuilder,
     /// Data rows seen so far, for messages (1-based when reported).
     rows: usize,
+    /// Rows left out, when bad rows are skipped rather than fatal.
+    bad_rows: Option<Vec<BadRow>>,
 }
 
 /// Keeps `error` for [`parse_v2`] and stops the serde walk.
@@ -269,6 +300,7 @@ impl State<'_> {
             table_id: f.table_id,
             builder,
             rows: 0,
+            bad_rows: self.skip_bad_rows.then(Vec::new),
         });
         f.opened = true;
         Ok(())
@@ -500,6 +532,7 @@ impl<'de> Visitor<'de> for Row<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let kept = self.primary.builder.rows();
         let columns = &mut self.primary.builder.columns;
         let width = columns.len();
         let mut cells = 0;
@@ -534,23 +567,33 @@ impl<'de> Visitor<'de> for Row<'_, '_> {
             }
         }
         let row = self.primary.rows;
-        if cells != width {
+        let error = if cells != width {
             let message = format!("row {row} has {cells} values for {width} columns");
-            return Err(stop(self.failure, InputError::format(self.origin, message)));
-        }
-        if let Some((index, value, reason)) = bad {
+            InputError::format(self.origin, message)
+        } else if let Some((index, value, reason)) = bad {
             let column = &self.primary.builder.columns[index];
-            let error = InputError::Value {
+            InputError::Value {
                 origin: self.origin.to_string(),
                 row,
                 column: column.name().to_string(),
                 ty: column.kusto_type(),
                 value: show_value(&value),
                 reason: reason.to_string(),
-            };
-            return Err(stop(self.failure, error));
+            }
+        } else {
+            return Ok(());
+        };
+        match &mut self.primary.bad_rows {
+            Some(bad_rows) => {
+                self.primary.builder.truncate(kept);
+                bad_rows.push(BadRow {
+                    row: row as u64,
+                    message: error.to_string(),
+                });
+                Ok(())
+            }
+            None => Err(stop(self.failure, error)),
         }
-        Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {

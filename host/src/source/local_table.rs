@@ -153,8 +153,7 @@ pub fn read_chunk(
             offset,
             rows: start.rows + rows,
             fingerprint: whole_file_prefix,
-            updated: String::new(),
-            partial: None,
+            ..Progress::default()
         },
         bad_rows,
         restarted,

@@ -2,6 +2,7 @@
 //!
 //! - [`batch`]: builds a [`crate::wit::Batch`] from values arriving row by row.
 //! - [`values`]: Kusto scalars spelled as text (datetime, timespan, ...).
+//! - [`kusto`]: Azure Data Explorer: the REST client, auth, query windows.
 //! - [`kusto_v2`]: Kusto REST v2 responses read straight into columns.
 //! - [`input`]: sample files for `test-transform` and local tables: Kusto v2
 //!   and v1 responses, typed CSV, JSON Lines.
@@ -12,6 +13,7 @@ pub mod error;
 pub mod input;
 pub mod json_values;
 mod jsonl;
+pub mod kusto;
 pub mod kusto_json;
 pub mod kusto_v2;
 pub mod local_table;

@@ -14,17 +14,25 @@ use crate::error::{Classify, RetryClass};
 
 const FILE_NAME: &str = "progress.json";
 
-/// Where a job stands in an append-only local table.
+/// Where a job stands: in an append-only local table (`offset`, `rows`,
+/// `fingerprint`), or in time for ADX (`windowEnd`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Progress {
     /// Bytes of the table file consumed (always at a row boundary).
+    #[serde(default)]
     pub offset: u64,
     /// Data rows consumed (for row numbers in messages).
+    #[serde(default)]
     pub rows: u64,
     /// sha256 of the file's first bytes when `offset` was recorded: a
     /// rewritten file no longer matches and is read again from the start.
+    #[serde(default)]
     pub fingerprint: String,
+    /// ADX: the end of the last window delivered (RFC 3339, 100 ns), by
+    /// ingestion time or, for a MetricsExporter's own body, by window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<String>,
     /// RFC 3339 time of the last commit.
     #[serde(default)]
     pub updated: String,
@@ -38,7 +46,8 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PartialChunk {
-    /// Where the partly delivered chunk ends in the table file.
+    /// Where the partly delivered chunk ends: the byte offset in a table
+    /// file, or the window's end in ticks for ADX.
     pub end_offset: u64,
     /// Requests of its output the receiver accepted.
     pub requests: usize,
@@ -181,6 +190,7 @@ mod tests {
             offset: 42,
             rows: 2,
             fingerprint: "abc".into(),
+            window_end: None,
             updated: String::new(),
             partial: None,
         };

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub lag_seconds: Family<RuleLabels, Gauge<f64, AtomicU64>>,
     /// Bytes of complete rows not yet read (local tables).
     pub pending_bytes: Family<RuleLabels, Gauge>,
+    /// 1 when a rule's ADX table has no ingestion-time policy and is read
+    /// by its timestamp column instead.
+    pub timestamp_fallback: Family<RuleLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -80,6 +83,7 @@ impl Metrics {
         });
         let lag_seconds = Family::default();
         let pending_bytes = Family::default();
+        let timestamp_fallback = Family::default();
         registry.register(
             "runs",
             "Export runs of a MetricsExporter, by result",
@@ -120,6 +124,11 @@ impl Metrics {
             "Bytes of complete rows not yet read from a local table",
             pending_bytes.clone(),
         );
+        registry.register(
+            "timestamp_fallback",
+            "1 when an ADX table has no ingestion-time policy and is read by its timestamp column",
+            timestamp_fallback.clone(),
+        );
         Metrics {
             registry,
             runs,
@@ -130,6 +139,7 @@ impl Metrics {
             export_latency,
             lag_seconds,
             pending_bytes,
+            timestamp_fallback,
         }
     }
 

@@ -1,0 +1,301 @@
+//! A Kusto REST client: queries (`POST /v2/rest/query`) and management
+//! commands (`POST /v1/rest/mgmt`), signed in with [`Identity`], every
+//! request with its own client request id and our application name, retried
+//! on throttling, unavailability and timeouts.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::auth::Identity;
+use super::config::KustoConfig;
+use super::error::{DEFAULT_THROTTLE_WAIT, KustoError, KustoErrorKind, is_limit_message};
+use crate::export::otlp_http::parse_retry_after;
+use crate::export::retry::{RetryPolicy, retry};
+use crate::source::InputError;
+
+/// `x-ms-app`: how ADX's own logs name us.
+pub const APPLICATION: &str = "kusto-metrics";
+/// Longest error body kept for a message.
+const MAX_ERROR_BODY: usize = 2048;
+
+/// One query.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub database: String,
+    pub csl: String,
+    /// Declared parameter name to KQL literal, e.g.
+    /// `("_from", "datetime(2025-06-25T10:00:00.0000000Z)")`.
+    pub parameters: Vec<(String, String)>,
+    /// Rows beyond this make the query fail with a limit error
+    /// (`truncationmaxrecords`), so the caller can ask for less.
+    pub max_records: Option<usize>,
+    /// Names the kind of request in its client request id.
+    pub activity: &'static str,
+}
+
+/// A response body and the request id it answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub body: Bytes,
+    pub request_id: String,
+}
+
+pub struct KustoClient {
+    http: reqwest::Client,
+    config: KustoConfig,
+    identity: Identity,
+    retry: RetryPolicy,
+}
+
+impl KustoClient {
+    pub fn new(config: &KustoConfig, identity: Identity) -> Result<KustoClient, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kusto-metrics/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("HTTP client for ADX: {e}"))?;
+        Ok(KustoClient {
+            http,
+            config: config.clone(),
+            identity,
+            retry: RetryPolicy::from_config(&config.retry),
+        })
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity.description
+    }
+
+    /// Runs a query; the body is a v2 frame stream.
+    pub async fn query(&self, query: &Query) -> Result<Answer, KustoError> {
+        let mut options = Map::new();
+        options.insert(
+            "servertimeout".into(),
+            Value::from(timespan(self.config.timeout)),
+        );
+        // The host only reads: ADX refuses anything that would write.
+        options.insert("request_readonly".into(), Value::from(true));
+        if let Some(n) = query.max_records {
+            options.insert("truncationmaxrecords".into(), Value::from(n));
+        }
+        let parameters: Map<String, Value> = query
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        let body = json!({
+            "db": query.database,
+            "csl": query.csl,
+            "properties": {"Options": options, "Parameters": parameters},
+        });
+        self.send("/v2/rest/query", &query.database, query.activity, body)
+            .await
+    }
+
+    /// Runs a management command; the body is a v1 response.
+    pub async fn management(&self, database: &str, csl: &str) -> Result<Answer, KustoError> {
+        let body = json!({
+            "db": database,
+            "csl": csl,
+            "properties": {"Options": {"servertimeout": timespan(self.config.timeout)}},
+        });
+        self.send("/v1/rest/mgmt", database, "Mgmt", body).await
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        database: &str,
+        activity: &str,
+        body: Value,
+    ) -> Result<Answer, KustoError> {
+        let cluster = self.config.endpoint(database).ok_or_else(|| {
+            KustoError::new(
+                database,
+                "-",
+                KustoErrorKind::NoEndpoint(database.to_string()),
+            )
+        })?;
+        let url = format!("{}{path}", cluster.trim_end_matches('/'));
+        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let last_id = Mutex::new(String::new());
+        let result = retry(
+            &self.retry,
+            self.config.timeout,
+            &format!("kusto {database}"),
+            |_| {
+                let request_id = format!("KM.{activity};{}", uuid::Uuid::new_v4());
+                *last_id.lock().unwrap_or_else(|p| p.into_inner()) = request_id.clone();
+                let (url, body) = (url.clone(), body.clone());
+                async move {
+                    self.attempt(cluster, &url, body, &request_id)
+                        .await
+                        .map(|body| Answer {
+                            body,
+                            request_id: request_id.clone(),
+                        })
+                        .map_err(|kind| KustoError::new(database, &request_id, kind))
+                }
+            },
+        )
+        .await;
+        match result {
+            Ok(success) => Ok(success.value),
+            Err(failure) => {
+                let mut e = failure.error;
+                if e.request_id.is_empty() {
+                    // A timeout: the loop made the error.
+                    e.database = database.to_string();
+                    e.request_id = last_id.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        cluster: &str,
+        url: &str,
+        body: Bytes,
+        request_id: &str,
+    ) -> Result<Bytes, KustoErrorKind> {
+        let mut request = self
+            .http
+            .post(url)
+            .header("content-type", "application/json; charset=utf-8")
+            .header("accept", "application/json")
+            .header("x-ms-client-request-id", request_id)
+            .header("x-ms-app", APPLICATION)
+            .header(
+                "x-ms-client-version",
+                concat!("kusto-metrics:", env!("CARGO_PKG_VERSION")),
+            )
+            .body(body);
+        let token =
+            self.identity
+                .token(cluster)
+                .await
+                .map_err(|message| KustoErrorKind::Credential {
+                    identity: self.identity.description.clone(),
+                    message,
+                })?;
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| KustoErrorKind::Network(error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let bytes = response.bytes().await.map_err(|e| {
+            KustoErrorKind::Network(format!("reading the answer: {}", error_chain(&e)))
+        })?;
+        if status == 200 {
+            return Ok(bytes);
+        }
+        let message = error_message(&bytes);
+        Err(match status {
+            401 | 403 => KustoErrorKind::Unauthorized {
+                identity: self.identity.description.clone(),
+                status,
+                message,
+            },
+            429 => KustoErrorKind::Throttled {
+                retry_after: retry_after.unwrap_or(DEFAULT_THROTTLE_WAIT),
+            },
+            _ if is_limit_message(&message) => KustoErrorKind::ResultTooLarge(message),
+            500..=599 => KustoErrorKind::Unavailable {
+                status,
+                message,
+                retry_after,
+            },
+            _ => KustoErrorKind::Refused { status, message },
+        })
+    }
+}
+
+/// A response body's failure as a [`KustoError`]: a limit hit becomes
+/// [`KustoErrorKind::ResultTooLarge`].
+pub fn response_error(database: &str, request_id: &str, e: InputError) -> KustoError {
+    let kind = match &e {
+        InputError::QueryFailed { message, .. } if is_limit_message(message) => {
+            KustoErrorKind::ResultTooLarge(message.clone())
+        }
+        _ => KustoErrorKind::Response(e),
+    };
+    KustoError::new(database, request_id, kind)
+}
+
+/// `hh:mm:ss`, the timespan format of request options.
+fn timespan(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// ADX's error body (`{"error": {"code", "message", "@message"}}`) as text.
+fn error_message(body: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let from_json = parsed.as_ref().and_then(|v| {
+        let e = v.get("error")?;
+        let code = e.get("code").and_then(Value::as_str).unwrap_or("");
+        let message = e
+            .get("@message")
+            .or_else(|| e.get("message"))
+            .and_then(Value::as_str)?;
+        Some(if code.is_empty() {
+            message.to_string()
+        } else {
+            format!("{code}: {message}")
+        })
+    });
+    from_json.unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let mut cut = text.len().min(MAX_ERROR_BODY);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if text.trim().is_empty() {
+            "(empty body)".to_string()
+        } else {
+            text[..cut].to_string()
+        }
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timespans_and_error_bodies() {
+        assert_eq!(timespan(Duration::from_secs(120)), "00:02:00");
+        assert_eq!(timespan(Duration::from_secs(3723)), "01:02:03");
+        assert_eq!(
+            error_message(
+                br#"{"error":{"code":"General_BadRequest","message":"Request is invalid","@message":"Syntax error: x"}}"#
+            ),
+            "General_BadRequest: Syntax error: x"
+        );
+        assert_eq!(error_message(b"upstream down"), "upstream down");
+        assert_eq!(error_message(b""), "(empty body)");
+    }
+}

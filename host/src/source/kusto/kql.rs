@@ -1,0 +1,184 @@
+//! The KQL the host sends. Names are bracket-quoted and refused when they
+//! hold anything that could end the quote; values never enter the text:
+//! they are declared as query parameters and sent beside it.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Longest entity name ADX accepts.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// Ticks (100 ns) per second.
+pub const TICKS_PER_SECOND: i64 = 10_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{name}` cannot be quoted safely in KQL: {reason}")]
+pub struct NameError {
+    pub name: String,
+    pub reason: &'static str,
+}
+
+/// `['name']`, for a table or column name made of letters, digits, `_`,
+/// `-`, `.` and spaces (what ADX allows in entity names).
+pub fn quote_name(name: &str) -> Result<String, NameError> {
+    let fail = |reason| NameError {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(fail("it is empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(fail("it is longer than 1024 bytes"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
+    {
+        return Err(fail(
+            "only letters, digits, `_`, `-`, `.` and spaces are allowed",
+        ));
+    }
+    Ok(format!("['{name}']"))
+}
+
+/// A datetime literal with all seven fractional digits, e.g.
+/// `datetime(2025-06-25T10:00:00.0000000Z)`: the value of a declared
+/// `datetime` parameter.
+pub fn datetime_literal(ticks: i64) -> String {
+    format!("datetime({})", format_ticks(ticks))
+}
+
+/// RFC 3339 with 100 ns precision (`2025-06-25T10:00:00.0000000Z`).
+pub fn format_ticks(ticks: i64) -> String {
+    let ticks = ticks.max(0);
+    let secs = ticks / TICKS_PER_SECOND;
+    let frac = ticks % TICKS_PER_SECOND;
+    let at = UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs());
+    let whole = humantime::format_rfc3339_seconds(at).to_string();
+    let date_time = whole.trim_end_matches('Z');
+    format!("{date_time}.{frac:07}Z")
+}
+
+/// Declared parameters: `declare query_parameters(a:datetime, b:datetime);`.
+fn declare(names: &[&str]) -> String {
+    let list: Vec<String> = names.iter().map(|n| format!("{n}:datetime")).collect();
+    format!("declare query_parameters({});\n", list.join(", "))
+}
+
+/// Names of the parameters of [`window_query`].
+pub const FROM: &str = "_from";
+pub const TO: &str = "_to";
+/// Names of the parameters a MetricsExporter's `body` uses (as adx-mon's).
+pub const START_TIME: &str = "_startTime";
+pub const END_TIME: &str = "_endTime";
+
+/// What bounds a window of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowColumn {
+    /// `ingestion_time()`: every row is read once, however late it landed.
+    IngestionTime,
+    /// A datetime column, for tables without an ingestion-time policy.
+    Timestamp(String),
+}
+
+/// Rows of `table` in the window `(_from, _to]`, only `columns` (all when
+/// empty).
+pub fn window_query(
+    table: &str,
+    by: &WindowColumn,
+    columns: &[String],
+) -> Result<String, NameError> {
+    let bound = match by {
+        WindowColumn::IngestionTime => "ingestion_time()".to_string(),
+        WindowColumn::Timestamp(c) => quote_name(c)?,
+    };
+    let mut q = declare(&[FROM, TO]);
+    q.push_str(&quote_name(table)?);
+    q.push_str(&format!("\n| where {bound} > {FROM} and {bound} <= {TO}"));
+    if !columns.is_empty() {
+        let quoted = columns
+            .iter()
+            .map(|c| quote_name(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        q.push_str(&format!("\n| project {}", quoted.join(", ")));
+    }
+    Ok(q)
+}
+
+/// A MetricsExporter's own query, with `_startTime` and `_endTime` declared.
+pub fn body_query(body: &str) -> String {
+    let mut q = declare(&[START_TIME, END_TIME]);
+    q.push_str(body.trim().trim_end_matches(';'));
+    q
+}
+
+/// The columns of a table and their types.
+pub fn schema_query(table: &str) -> Result<String, NameError> {
+    Ok(format!(
+        "{}\n| getschema\n| project ColumnName, ColumnType",
+        quote_name(table)?
+    ))
+}
+
+/// The management command that shows whether `ingestion_time()` is kept.
+pub fn ingestion_policy_command(table: &str) -> Result<String, NameError> {
+    Ok(format!(
+        ".show table {} policy ingestiontime",
+        quote_name(table)?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_quoted_or_refused() {
+        assert_eq!(quote_name("Cpu_Usage-5m").unwrap(), "['Cpu_Usage-5m']");
+        assert_eq!(quote_name("with space").unwrap(), "['with space']");
+        for bad in ["", "a']; .drop table T", "a\\b", "x\ny", "a\"b", "t|x"] {
+            assert!(quote_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(quote_name(&"a".repeat(MAX_NAME_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn datetimes_keep_all_ticks() {
+        // 2025-06-25T10:00:00Z
+        let t = 1_750_845_600 * TICKS_PER_SECOND;
+        assert_eq!(format_ticks(t), "2025-06-25T10:00:00.0000000Z");
+        assert_eq!(
+            datetime_literal(t + 1234567),
+            "datetime(2025-06-25T10:00:00.1234567Z)"
+        );
+        assert_eq!(format_ticks(t - 1), "2025-06-25T09:59:59.9999999Z");
+        assert_eq!(
+            crate::source::values::parse_datetime(&format_ticks(t - 1)).ok(),
+            Some(t - 1)
+        );
+    }
+
+    #[test]
+    fn queries_declare_their_parameters() {
+        let q = window_query(
+            "CpuByNode",
+            &WindowColumn::IngestionTime,
+            &["Node".into(), "Value".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            q,
+            "declare query_parameters(_from:datetime, _to:datetime);\n['CpuByNode']\n| where ingestion_time() > _from and ingestion_time() <= _to\n| project ['Node'], ['Value']"
+        );
+        let q = window_query("T", &WindowColumn::Timestamp("Ts".into()), &[]).unwrap();
+        assert!(
+            q.ends_with("| where ['Ts'] > _from and ['Ts'] <= _to"),
+            "{q}"
+        );
+        assert!(window_query("T", &WindowColumn::IngestionTime, &["a'b".into()]).is_err());
+        assert_eq!(
+            body_query("T | where Ts between (_startTime .. _endTime);\n"),
+            "declare query_parameters(_startTime:datetime, _endTime:datetime);\nT | where Ts between (_startTime .. _endTime)"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! Azure Data Explorer as the source: our Kusto REST client (the official
+//! `azure_kusto_data` is not on crates.io) and how the host reads a table
+//! window by window.
+//!
+//! - [`config`]: `source.kusto` in the host configuration.
+//! - [`auth`]: azure_identity credentials ([`transport`] gives them our HTTP client).
+//! - [`client`]: queries and management commands over REST, with retries.
+//! - [`kql`]: the query text; names quoted, values as declared parameters.
+//! - [`window`]: which rows the next query reads.
+//! - [`table`]: column and ingestion-time checks before the first read.
+//!
+//! Responses are parsed by [`super::kusto_v2`].
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod kql;
+pub mod table;
+mod transport;
+pub mod window;
+
+pub use client::{KustoClient, Query};
+pub use config::KustoConfig;
+pub use error::{KustoError, KustoErrorKind};
