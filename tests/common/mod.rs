@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod kusto_server;
 pub mod receiver;
 
 /// The repository root.

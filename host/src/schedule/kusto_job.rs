@@ -67,6 +67,10 @@ pub async fn run(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> 
         settle += ticks(config.fallback_lookback);
     }
     let mut span = max_window;
+    // The edge is fixed for the run: otherwise, with a small settle delay,
+    // there would always be a newer sliver of time to read and a run would
+    // never end.
+    let now = now_ticks();
     loop {
         let from = job.shared.state.get(&job.key);
         let progress = match from.as_ref().and_then(|p| p.window_end.as_deref()) {
@@ -75,7 +79,6 @@ pub async fn run(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> 
                 JobError::Internal(format!("stored windowEnd `{t}` for {}: {reason}", job.key))
             })?),
         };
-        let now = now_ticks();
         let next = match &window_column {
             None => next_aligned_window(progress, now, settle, interval),
             Some(_) => next_ingestion_window(progress, now, settle, interval, max_window),

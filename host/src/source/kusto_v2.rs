@@ -1174,7 +1174,7 @@ mod tests {
         assert!(matches!(err(ERROR), InputError::QueryFailed { .. }), "{e}");
         assert_eq!(
             e,
-            "r.json: the query failed: LimitsExceeded: Request is invalid and cannot be executed."
+            "r.json: the query failed: LimitsExceeded: Query execution has exceeded the allowed limits (80DA0003): The results of this query exceed the set limit of 500000 records, so not all records were returned (E_QUERY_RESULT_SET_TOO_LARGE, 0x80DA0003). See https://aka.ms/kustoquerylimits for more information and possible solutions.."
         );
 
         let done = |fields: &str| {

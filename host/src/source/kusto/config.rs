@@ -140,11 +140,12 @@ impl KustoConfig {
                 .map_err(|e| format!("endpoints.{db}: `{url}` is not a URL: {e}"))?;
             match parsed.scheme() {
                 "https" => {}
-                // A token must never travel in clear text.
-                "http" if self.auth == AuthMode::None => {}
+                // A token must never travel in clear text over a network;
+                // loopback (an emulator or test server) does not leave the host.
+                "http" if self.auth == AuthMode::None || is_loopback(&parsed) => {}
                 "http" => {
                     return Err(format!(
-                        "endpoints.{db}: `{url}` is plain HTTP; tokens are only sent over https (use `auth: none` for a local test server)"
+                        "endpoints.{db}: `{url}` is plain HTTP; tokens are only sent over https or to a loopback address"
                     ));
                 }
                 other => {
@@ -184,6 +185,15 @@ impl KustoConfig {
     }
 }
 
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,10 +209,13 @@ mod tests {
         assert_eq!(c.settle_delay, DEFAULT_SETTLE_DELAY);
         c.validate().unwrap();
 
-        let c = parse("endpoints: {Db: http://127.0.0.1:8080}");
+        let c = parse("endpoints: {Db: http://c.westeurope.kusto.windows.net}");
         let e = c.validate().unwrap_err();
         assert!(e.contains("tokens are only sent over https"), "{e}");
-        parse("endpoints: {Db: http://127.0.0.1:8080}\nauth: none")
+        parse("endpoints: {Db: http://127.0.0.1:8080}")
+            .validate()
+            .unwrap();
+        parse("endpoints: {Db: http://kusto.internal:8080}\nauth: none")
             .validate()
             .unwrap();
 

@@ -7,7 +7,9 @@ use super::client::{KustoClient, Query, response_error};
 use super::error::KustoError;
 use super::kql;
 use crate::source::InputError;
-use crate::wit::{KustoType, Requirements};
+use crate::source::batch::sample_context;
+use crate::source::kusto_v2::parse_v2_bytes;
+use crate::wit::{ColumnValues, KustoType, Requirements};
 
 /// A column as the table declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,18 +76,35 @@ pub async fn table_columns(
         })
         .await?;
     let origin = format!("schema of {database}.{table}");
-    let rows = primary_rows_v2(&origin, &answer.body)
+    let batch = parse_v2_bytes(&origin, &answer.body, sample_context(table))
         .map_err(|e| response_error(database, &answer.request_id, e))?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| {
-            let name = row.first()?.as_str()?.to_string();
-            let spelled = row.get(1)?.as_str()?.to_string();
-            Some(TableColumn {
-                ty: KustoType::parse(&spelled),
-                name,
-                spelled,
+    let text = |name: &str| {
+        batch
+            .columns
+            .iter()
+            .find_map(|c| match (&c.values, c.name == name) {
+                (ColumnValues::Text(t), true) => Some(t),
+                _ => None,
             })
+    };
+    let (Some(names), Some(types)) = (text("ColumnName"), text("ColumnType")) else {
+        return Err(response_error(
+            database,
+            &answer.request_id,
+            InputError::format(
+                &origin,
+                "the answer has no ColumnName and ColumnType columns",
+            ),
+        ));
+    };
+    Ok((0..batch.row_count as usize)
+        .map(|row| {
+            let spelled = types.get(row).to_string();
+            TableColumn {
+                name: names.get(row).to_string(),
+                ty: KustoType::parse(&spelled),
+                spelled,
+            }
         })
         .collect())
 }
@@ -130,33 +149,6 @@ fn name_error(database: &str, e: kql::NameError) -> KustoError {
             message: e.to_string(),
         },
     )
-}
-
-/// The rows of the primary result of a small v2 answer, as JSON values.
-fn primary_rows_v2(origin: &str, body: &[u8]) -> Result<Vec<Vec<Value>>, InputError> {
-    let frames: Vec<Value> = serde_json::from_slice(body)
-        .map_err(|e| InputError::format(origin, format!("not a Kusto v2 response: {e}")))?;
-    let mut rows = None;
-    for f in &frames {
-        let is_primary = f.get("TableKind").and_then(Value::as_str) == Some("PrimaryResult");
-        if f.get("FrameType").and_then(Value::as_str) == Some("DataTable") && is_primary {
-            rows = f.get("Rows").and_then(Value::as_array).map(|r| {
-                r.iter()
-                    .filter_map(|row| row.as_array().cloned())
-                    .collect::<Vec<_>>()
-            });
-        }
-        if f.get("FrameType").and_then(Value::as_str) == Some("DataSetCompletion")
-            && f.get("HasErrors").and_then(Value::as_bool) == Some(true)
-        {
-            let errors = f.get("OneApiErrors").cloned().unwrap_or(Value::Null);
-            return Err(InputError::QueryFailed {
-                origin: origin.to_string(),
-                message: errors.to_string(),
-            });
-        }
-    }
-    rows.ok_or_else(|| InputError::format(origin, "the response has no PrimaryResult table"))
 }
 
 /// Column names and rows of the first table of a v1 answer.
@@ -233,10 +225,6 @@ mod tests {
 
     #[test]
     fn small_answers_are_read() {
-        let v2 = br#"[{"FrameType":"DataSetHeader"},{"FrameType":"DataTable","TableKind":"PrimaryResult","Columns":[],"Rows":[["a","long"]]},{"FrameType":"DataSetCompletion","HasErrors":false}]"#;
-        assert_eq!(primary_rows_v2("t", v2).unwrap().len(), 1);
-        let bad = br#"[{"FrameType":"DataSetCompletion","HasErrors":true,"OneApiErrors":[{"error":{"code":"x"}}]}]"#;
-        assert!(primary_rows_v2("t", bad).is_err());
         let v1 = br#"{"Tables":[{"TableName":"Table_0","Columns":[{"ColumnName":"Policy","DataType":"String"}],"Rows":[["{\"IsEnabled\":true}"]]}]}"#;
         let (c, r) = first_table_v1("t", v1).unwrap();
         assert_eq!((c, r.len()), (vec!["Policy".to_string()], 1));
