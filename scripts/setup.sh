@@ -7,6 +7,19 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
+# Test servers from Debian's packages: a real Prometheus (remote write and
+# scrape tests). Installed only when missing; the package's service is not
+# started (the tests start their own on free loopback ports).
+DEBIAN_PACKAGES=()
+command -v prometheus >/dev/null 2>&1 || DEBIAN_PACKAGES+=(prometheus)
+if [ ${#DEBIAN_PACKAGES[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${DEBIAN_PACKAGES[@]}" >/dev/null
+fi
+
 # The end-to-end tests run a real OTLP receiver (tests/servers/otlp_receiver.py)
 # from a Python virtualenv holding tests/servers/requirements.txt. Reinstalled
 # only when the requirements change (a copy of them is kept in the venv).

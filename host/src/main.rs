@@ -79,11 +79,13 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let runner = Runner::new(config.clone(), wasm, metrics.clone())?;
     if let Some(addr) = config.listen {
         let bound = server::serve(
             addr,
             metrics.clone(),
             health.clone(),
+            runner.scrape_endpoints(),
             stopped(stop_rx.clone()),
         )
         .await
@@ -94,7 +96,6 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let runner = Runner::new(config.clone(), wasm, metrics)?;
     schedule::run(config, runner, health, args.once, stopped(stop_rx)).await
 }
 

@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 pub mod kusto_server;
+pub mod prometheus;
 pub mod receiver;
 
 /// The repository root.

@@ -239,6 +239,23 @@ impl HostConfig {
                 })?)
             }
         };
+        let mut scrape_paths = HashSet::new();
+        for (i, e) in exporters.iter().enumerate() {
+            if let crate::export::config::ExporterKind::PrometheusScrape(s) = &e.kind {
+                if listen.is_none() {
+                    return Err(format!(
+                        "exporters[{i}] ({}): prometheusScrape serves on the host's HTTP server: set server.listen",
+                        e.name
+                    ));
+                }
+                if !scrape_paths.insert(s.path.clone()) {
+                    return Err(format!(
+                        "exporters[{i}] ({}): prometheusScrape.path: `{}` is served by another exporter already",
+                        e.name, s.path
+                    ));
+                }
+            }
+        }
         Ok(HostConfig {
             path: path.to_path_buf(),
             manifests,

@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use super::prometheus::{RemoteWriteConfig, ScrapeConfig};
+
 /// Points per request unless the config says otherwise; about 1.2 MB of
 /// protobuf, well under the 4 MiB gRPC limit.
 pub const DEFAULT_MAX_POINTS_PER_REQUEST: usize = 10_000;
@@ -39,6 +41,8 @@ pub struct ExporterConfig {
 pub enum ExporterKind {
     Otlp(OtlpConfig),
     Stdout(StdoutConfig),
+    PrometheusRemoteWrite(RemoteWriteConfig),
+    PrometheusScrape(ScrapeConfig),
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -304,13 +308,21 @@ impl<'de> Deserialize<'de> for ExporterConfig {
 /// misspelt `otpl:` must not read as "no exporter kind given".
 struct ExporterVisitor;
 
-const EXPORTER_KEYS: &[&str] = &["name", "otlp", "stdout"];
+const EXPORTER_KEYS: &[&str] = &[
+    "name",
+    "otlp",
+    "stdout",
+    "prometheusRemoteWrite",
+    "prometheusScrape",
+];
 
 impl<'de> Visitor<'de> for ExporterVisitor {
     type Value = ExporterConfig;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an exporter: `name` and one of `otlp` or `stdout`")
+        f.write_str(
+            "an exporter: `name` and one of `otlp`, `stdout`, `prometheusRemoteWrite` or `prometheusScrape`",
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExporterConfig, A::Error> {
@@ -324,13 +336,22 @@ impl<'de> Visitor<'de> for ExporterVisitor {
                     }
                     name = Some(map.next_value()?);
                 }
-                "otlp" | "stdout" => {
-                    let next = if key == "otlp" {
-                        ExporterKind::Otlp(map.next_value()?)
-                    } else {
-                        // `stdout:` with nothing after it is YAML null.
-                        let config: Option<StdoutConfig> = map.next_value()?;
-                        ExporterKind::Stdout(config.unwrap_or_default())
+                "otlp" | "stdout" | "prometheusRemoteWrite" | "prometheusScrape" => {
+                    let next = match key.as_str() {
+                        "otlp" => ExporterKind::Otlp(map.next_value()?),
+                        "prometheusRemoteWrite" => {
+                            ExporterKind::PrometheusRemoteWrite(map.next_value()?)
+                        }
+                        // `stdout:` or `prometheusScrape:` with nothing
+                        // after it is YAML null.
+                        "prometheusScrape" => {
+                            let config: Option<ScrapeConfig> = map.next_value()?;
+                            ExporterKind::PrometheusScrape(config.unwrap_or_default())
+                        }
+                        _ => {
+                            let config: Option<StdoutConfig> = map.next_value()?;
+                            ExporterKind::Stdout(config.unwrap_or_default())
+                        }
                     };
                     if let Some(previous) = &kind {
                         return Err(de::Error::custom(format!(
@@ -345,7 +366,9 @@ impl<'de> Visitor<'de> for ExporterVisitor {
         }
         let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
         let kind = kind.ok_or_else(|| {
-            de::Error::custom(format!("exporter {name:?} needs one of `otlp` or `stdout`"))
+            de::Error::custom(format!(
+                "exporter {name:?} needs one of `otlp`, `stdout`, `prometheusRemoteWrite` or `prometheusScrape`"
+            ))
         })?;
         Ok(ExporterConfig { name, kind })
     }
@@ -357,6 +380,8 @@ impl ExporterKind {
         match self {
             ExporterKind::Otlp(_) => "otlp",
             ExporterKind::Stdout(_) => "stdout",
+            ExporterKind::PrometheusRemoteWrite(_) => "prometheusRemoteWrite",
+            ExporterKind::PrometheusScrape(_) => "prometheusScrape",
         }
     }
 }
@@ -375,6 +400,12 @@ impl ExporterConfig {
                 }
             }
             ExporterKind::Otlp(o) => o.validate().map_err(|msg| format!("otlp.{msg}"))?,
+            ExporterKind::PrometheusRemoteWrite(r) => r
+                .validate()
+                .map_err(|msg| format!("prometheusRemoteWrite.{msg}"))?,
+            ExporterKind::PrometheusScrape(s) => s
+                .validate()
+                .map_err(|msg| format!("prometheusScrape.{msg}"))?,
         }
         Ok(())
     }
@@ -382,17 +413,18 @@ impl ExporterConfig {
     /// Makes relative certificate, key and header files relative to `base`,
     /// the folder of the config file, instead of the working directory.
     pub fn resolve_paths(&mut self, base: &Path) {
-        let ExporterKind::Otlp(o) = &mut self.kind else {
-            return;
+        let (tls, headers) = match &mut self.kind {
+            ExporterKind::Otlp(o) => (&mut o.tls, &mut o.headers),
+            ExporterKind::PrometheusRemoteWrite(r) => (&mut r.tls, &mut r.headers),
+            ExporterKind::Stdout(_) | ExporterKind::PrometheusScrape(_) => return,
         };
-        let tls = &mut o.tls;
         for path in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file]
             .into_iter()
             .flatten()
         {
             resolve(path, base);
         }
-        for value in o.headers.values_mut() {
+        for value in headers.values_mut() {
             if let HeaderValue::File(path) = value {
                 resolve(path, base);
             }
@@ -687,7 +719,17 @@ exporters:
     #[test]
     fn kind_is_exactly_one() {
         let e = parse("exporters:\n  - name: x\n").expect_err("no kind");
-        assert!(e.contains("needs one of `otlp` or `stdout`"), "{e}");
+        assert!(
+            e.contains(
+                "needs one of `otlp`, `stdout`, `prometheusRemoteWrite` or `prometheusScrape`"
+            ),
+            "{e}"
+        );
+        let e = parse("exporters:\n  - name: x\n    prometheusScrape:\n    stdout: {}\n")
+            .expect_err("two kinds");
+        assert!(e.contains("both `prometheusScrape` and `stdout`"), "{e}");
+        let ok = parse("exporters:\n  - name: x\n    prometheusScrape:\n").unwrap();
+        assert!(matches!(ok[0].kind, ExporterKind::PrometheusScrape(_)));
         let e =
             parse("exporters:\n  - name: x\n    stdout: {}\n    otlp: {endpoint: 'http://a:1'}\n")
                 .expect_err("two kinds");

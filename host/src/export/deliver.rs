@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +26,7 @@ use super::otlp_grpc::OtlpGrpc;
 use super::otlp_http::OtlpHttp;
 use super::otlp_json::encode_json;
 use super::otlp_proto::Encoder;
+use super::prometheus::{RemoteWrite, ScrapeStore};
 use super::retry::{self, AttemptTimeout, RetryPolicy};
 use super::stdout::StdoutSink;
 use super::{MetricSlice, Resource, split_points};
@@ -86,6 +88,15 @@ pub enum ErrorKind {
     #[error("gRPC {code:?}: {message}")]
     Grpc {
         code: tonic::Code,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// A remote-write answer other than 2xx: retried on 5xx and 429 only,
+    /// as the remote-write specification says (unlike OTLP, a 500 is
+    /// retried).
+    #[error("HTTP {status}: {message}")]
+    RemoteWrite {
+        status: u16,
         message: String,
         retry_after: Option<Duration>,
     },
@@ -161,6 +172,17 @@ impl Classify for ErrorKind {
                     RetryClass::Permanent
                 }
             }
+            ErrorKind::RemoteWrite {
+                status,
+                retry_after,
+                ..
+            } => {
+                if *status == 429 || (500..=599).contains(status) {
+                    hinted(*retry_after)
+                } else {
+                    RetryClass::Permanent
+                }
+            }
             ErrorKind::Grpc {
                 code, retry_after, ..
             } => match (code, retry_after) {
@@ -186,11 +208,13 @@ impl ErrorKind {
             ErrorKind::Secret(_) => "secret",
             ErrorKind::Tls(_) => "tls",
             ErrorKind::TooLarge { .. } => "too_large",
-            ErrorKind::Http { status, .. } => match status {
-                400..=499 => "http_4xx",
-                500..=599 => "http_5xx",
-                _ => "http_other",
-            },
+            ErrorKind::Http { status, .. } | ErrorKind::RemoteWrite { status, .. } => {
+                match status {
+                    400..=499 => "http_4xx",
+                    500..=599 => "http_5xx",
+                    _ => "http_other",
+                }
+            }
             ErrorKind::Grpc { code, .. } => grpc_reason(*code),
             ErrorKind::Connect(_) => "connect",
             ErrorKind::Timeout(_) => "timeout",
@@ -289,6 +313,8 @@ pub enum Sink {
     Stdout(StdoutSink),
     OtlpHttp(OtlpHttp),
     OtlpGrpc(OtlpGrpc),
+    RemoteWrite(RemoteWrite),
+    Scrape(Arc<ScrapeStore>),
 }
 
 impl Sink {
@@ -307,6 +333,10 @@ impl Sink {
             ExporterKind::Otlp(o) => {
                 Sink::OtlpHttp(OtlpHttp::new(name, o).map_err(|k| ExportError::new(name, k))?)
             }
+            ExporterKind::PrometheusRemoteWrite(r) => {
+                Sink::RemoteWrite(RemoteWrite::new(name, r).map_err(|k| ExportError::new(name, k))?)
+            }
+            ExporterKind::PrometheusScrape(s) => Sink::Scrape(Arc::new(ScrapeStore::new(name, s))),
         };
         Ok(sink)
     }
@@ -316,6 +346,16 @@ impl Sink {
             Sink::Stdout(s) => s.name(),
             Sink::OtlpHttp(h) => &h.settings().name,
             Sink::OtlpGrpc(g) => &g.settings().name,
+            Sink::RemoteWrite(r) => r.name(),
+            Sink::Scrape(s) => s.name(),
+        }
+    }
+
+    /// The store a scrape exporter serves from.
+    pub fn scrape_store(&self) -> Option<&Arc<ScrapeStore>> {
+        match self {
+            Sink::Scrape(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -348,6 +388,10 @@ impl Sink {
             Sink::OtlpGrpc(g) => {
                 send_requests(g.settings(), resource, output, skip, |body| g.export(body)).await
             }
+            Sink::RemoteWrite(r) => r.send_from(resource, output, skip).await,
+            // One update, all or nothing: nothing to resume.
+            Sink::Scrape(s) if skip == 0 => s.update(resource, output),
+            Sink::Scrape(_) => Ok(Delivered::default()),
         }
     }
 }

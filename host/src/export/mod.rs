@@ -8,7 +8,8 @@
 //!
 //! Delivery: [`config`] is the `exporters` list users write; [`deliver`]
 //! turns each entry into a [`Sink`] that sends an output's requests in order
-//! over [`otlp_http`], [`otlp_grpc`] or to [`stdout`], retrying as
+//! over [`otlp_http`], [`otlp_grpc`], to [`stdout`] or to Prometheus
+//! ([`prometheus`]: remote write, or a scrape endpoint), retrying as
 //! [`retry`] says (the OpenTelemetry Collector's backoff and error classes).
 //!
 //! Both encoders read the output through the accessors below, so they agree on
@@ -22,6 +23,7 @@ pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod otlp_json;
 pub mod otlp_proto;
+pub mod prometheus;
 pub mod resource;
 pub mod retry;
 pub mod split;

@@ -239,7 +239,7 @@ async fn read_limited(
     Ok(body)
 }
 
-fn build_client(
+pub(crate) fn build_client(
     name: &str,
     tls: &TlsConfig,
     timeout: Duration,

@@ -51,6 +51,9 @@ impl Runner {
         for e in &config.exporters {
             let sink = Sink::build(e)
                 .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
+            if let Some(store) = sink.scrape_store() {
+                store.attach_metrics(metrics.clone());
+            }
             sinks.insert(e.name.clone(), Arc::new(sink));
         }
         let state = ProgressStore::open(&config.state_dir)?;
@@ -75,6 +78,18 @@ impl Runner {
                 kusto,
             }),
         })
+    }
+
+    /// The stores of `prometheusScrape` exporters, for the HTTP server.
+    pub fn scrape_endpoints(&self) -> Vec<Arc<crate::export::prometheus::ScrapeStore>> {
+        let mut stores: Vec<_> = self
+            .shared
+            .sinks
+            .values()
+            .filter_map(|s| s.scrape_store().cloned())
+            .collect();
+        stores.sort_by(|a, b| a.path().cmp(b.path()));
+        stores
     }
 
     /// One run of one MetricsExporter: every matched rule to every named

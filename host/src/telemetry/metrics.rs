@@ -61,6 +61,10 @@ pub struct Metrics {
     /// 1 when a rule's ADX table has no ingestion-time policy and is read
     /// by its timestamp column instead.
     pub timestamp_fallback: Family<RuleLabels, Gauge>,
+    /// Series a scrape exporter holds.
+    pub scrape_series: Family<ExporterLabels, Gauge>,
+    /// New series a full scrape exporter refused.
+    pub scrape_series_refused: Family<ExporterLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -84,6 +88,18 @@ impl Metrics {
         let lag_seconds = Family::default();
         let pending_bytes = Family::default();
         let timestamp_fallback = Family::default();
+        let scrape_series = Family::default();
+        let scrape_series_refused = Family::default();
+        registry.register(
+            "scrape_series",
+            "Series a prometheusScrape exporter holds",
+            scrape_series.clone(),
+        );
+        registry.register(
+            "scrape_series_refused",
+            "New series a prometheusScrape exporter refused because it held maxSeries",
+            scrape_series_refused.clone(),
+        );
         registry.register(
             "runs",
             "Export runs of a MetricsExporter, by result",
@@ -140,6 +156,8 @@ impl Metrics {
             lag_seconds,
             pending_bytes,
             timestamp_fallback,
+            scrape_series,
+            scrape_series_refused,
         }
     }
 

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::Metrics;
+use crate::export::prometheus::ScrapeStore;
 
 #[derive(Clone)]
 pub struct Health {
@@ -38,19 +39,41 @@ struct AppState {
     health: Health,
 }
 
+/// `prometheusScrape` exporters, served at their paths.
+pub type ScrapeEndpoints = Vec<Arc<ScrapeStore>>;
+
 /// Binds `addr` and serves until `shutdown` resolves. Returns the bound
 /// address (useful with port 0).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Health,
+    scrape: ScrapeEndpoints,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, health });
+    for store in scrape {
+        let path = store.path().to_string();
+        app = app.route(
+            &path,
+            get(move |headers: HeaderMap| {
+                let store = store.clone();
+                async move {
+                    let accept = headers
+                        .get(header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let (body, content_type) = store.render(&accept);
+                    ([(header::CONTENT_TYPE, content_type)], body)
+                }
+            }),
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {

@@ -1,0 +1,19 @@
+//! Prometheus as a destination, for stores that take remote write
+//! (Prometheus, Mimir, Thanos, Cortex, VictoriaMetrics) and for Prometheus
+//! servers that scrape.
+//!
+//! - [`config`]: `prometheusRemoteWrite` and `prometheusScrape` exporters.
+//! - [`naming`]: OpenTelemetry names to Prometheus names and labels.
+//! - [`series`]: an output as families of series of samples.
+//! - [`remote_write`]: remote write 1.0 requests and their delivery.
+//! - [`scrape`]: the latest point per series, served at `/exported/metrics`.
+
+pub mod config;
+pub mod naming;
+pub mod remote_write;
+pub mod scrape;
+pub mod series;
+
+pub use config::{RemoteWriteConfig, ScrapeConfig};
+pub use remote_write::RemoteWrite;
+pub use scrape::ScrapeStore;

@@ -1,0 +1,394 @@
+//! Prometheus remote write 1.0: each request a snappy-compressed protobuf
+//! `WriteRequest`, POSTed with the headers the specification names, retried
+//! on 5xx and 429 (after `Retry-After`), never on other 4xx.
+//!
+//! An output becomes series ([`super::series`]); their samples are cut into
+//! requests of at most `maxSamplesPerRequest`, in a fixed order, so the same
+//! output always gives the same requests and a partly delivered output can
+//! resume after the requests already accepted.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::config::RemoteWriteConfig;
+use super::naming::FamilyType;
+use super::series::{ConvertOptions, Converted, convert};
+use crate::export::Resource;
+use crate::export::deliver::{Delivered, ErrorKind, ExportError, error_chain};
+use crate::export::otlp_http::{USER_AGENT, build_client, parse_retry_after};
+use crate::export::retry::{self, RetryPolicy};
+use crate::wit::Output;
+
+/// The protocol version header of remote write 1.0.
+pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
+/// How much of an error answer is kept in the message.
+const ERROR_SNIPPET_BYTES: usize = 512;
+
+/// The messages of Prometheus' `prompb/remote.proto` and `types.proto`
+/// that remote write 1.0 uses.
+pub mod prompb {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+        #[prost(message, repeated, tag = "3")]
+        pub metadata: Vec<MetricMetadata>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        /// Sorted by name; `__name__` among them.
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        /// Milliseconds since the epoch.
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct MetricMetadata {
+        #[prost(enumeration = "MetricType", tag = "1")]
+        pub r#type: i32,
+        #[prost(string, tag = "2")]
+        pub metric_family_name: String,
+        #[prost(string, tag = "4")]
+        pub help: String,
+        #[prost(string, tag = "5")]
+        pub unit: String,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+    #[repr(i32)]
+    pub enum MetricType {
+        Unknown = 0,
+        Counter = 1,
+        Gauge = 2,
+        Histogram = 3,
+    }
+}
+
+pub struct RemoteWrite {
+    name: String,
+    url: String,
+    client: reqwest::Client,
+    headers: HeaderMap,
+    timeout: std::time::Duration,
+    retry: RetryPolicy,
+    max_samples: usize,
+    options: ConvertOptions,
+}
+
+impl RemoteWrite {
+    pub fn new(name: &str, config: &RemoteWriteConfig) -> Result<RemoteWrite, ErrorKind> {
+        let mut headers = HeaderMap::new();
+        for (key, value) in &config.headers {
+            let value = value.resolve(key).map_err(ErrorKind::Secret)?;
+            let header_name = HeaderName::from_bytes(key.as_bytes())
+                .map_err(|_| ErrorKind::Config(format!("{key:?} is not a valid header name")))?;
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                ErrorKind::Secret(format!(
+                    "header {key:?}: the value holds characters a header cannot carry"
+                ))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(header_name, value);
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        headers.insert(
+            HeaderName::from_static("x-prometheus-remote-write-version"),
+            HeaderValue::from_static(REMOTE_WRITE_VERSION),
+        );
+        let client = build_client(name, &config.tls, config.timeout)?;
+        Ok(RemoteWrite {
+            name: name.to_string(),
+            url: config.endpoint.clone(),
+            client,
+            headers,
+            timeout: config.timeout,
+            retry: RetryPolicy::from_config(&config.retry),
+            max_samples: config.max_samples_per_request,
+            options: config.convert_options(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sends `output` as remote-write requests, leaving out the first
+    /// `skip` (accepted before a later one failed).
+    pub async fn send_from(
+        &self,
+        resource: &Resource,
+        output: &Output,
+        skip: usize,
+    ) -> Result<Delivered, ExportError> {
+        let converted = convert(resource, output, &self.options)
+            .map_err(|e| ExportError::new(&self.name, ErrorKind::Config(e.to_string())))?;
+        for (reason, count) in &converted.dropped {
+            tracing::warn!(exporter = %self.name, reason, points = count, "points Prometheus cannot take were left out (delta temporality)");
+        }
+        let requests = requests(&converted, self.max_samples);
+        let mut delivered = Delivered::default();
+        for (i, (samples, request)) in requests.into_iter().enumerate().skip(skip) {
+            let body = Bytes::from(
+                snap::raw::Encoder::new()
+                    .compress_vec(&prost::Message::encode_to_vec(&request))
+                    .map_err(|e| {
+                        ExportError::new(&self.name, ErrorKind::Io(format!("snappy: {e}")))
+                    })?,
+            );
+            let size = body.len();
+            let result = retry::retry(&self.retry, self.timeout, &self.name, |_| {
+                self.post(body.clone())
+            })
+            .await;
+            match result {
+                Ok(_) => {
+                    delivered.requests += 1;
+                    delivered.points += samples;
+                    delivered.bytes += size as u64;
+                }
+                Err(failure) => {
+                    let kind = if failure.gave_up {
+                        ErrorKind::RetriesExhausted {
+                            attempts: failure.attempts,
+                            elapsed: failure.elapsed,
+                            last: Box::new(failure.error),
+                        }
+                    } else {
+                        failure.error
+                    };
+                    return Err(ExportError {
+                        exporter: self.name.clone(),
+                        kind,
+                        request: Some(i + 1),
+                        delivered,
+                    });
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    async fn post(&self, body: Bytes) -> Result<u64, ErrorKind> {
+        let response = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ErrorKind::Connect(error_chain(&e)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(0);
+        }
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let text = response.text().await.unwrap_or_default();
+        let mut message = text.trim().to_string();
+        if message.len() > ERROR_SNIPPET_BYTES {
+            let mut cut = ERROR_SNIPPET_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        if message.is_empty() {
+            message = status.canonical_reason().unwrap_or("").to_string();
+        }
+        Err(ErrorKind::RemoteWrite {
+            status: status.as_u16(),
+            message,
+            retry_after,
+        })
+    }
+}
+
+/// The requests of an output, each with its sample count: series in order,
+/// a series' samples split across requests when it does not fit, the
+/// metadata of every family a request touches.
+pub fn requests(converted: &Converted, max_samples: usize) -> Vec<(usize, prompb::WriteRequest)> {
+    let max = max_samples.max(1);
+    let mut out = Vec::new();
+    let mut current = prompb::WriteRequest::default();
+    let mut count = 0;
+    let mut families_in_current: Vec<usize> = Vec::new();
+    let flush = |current: &mut prompb::WriteRequest,
+                 count: &mut usize,
+                 families: &mut Vec<usize>,
+                 out: &mut Vec<(usize, prompb::WriteRequest)>| {
+        if *count == 0 {
+            return;
+        }
+        for &fi in families.iter() {
+            let f = &converted.families[fi];
+            current.metadata.push(prompb::MetricMetadata {
+                r#type: match f.family_type {
+                    FamilyType::Gauge => prompb::MetricType::Gauge,
+                    FamilyType::Counter => prompb::MetricType::Counter,
+                    FamilyType::Histogram => prompb::MetricType::Histogram,
+                } as i32,
+                metric_family_name: f.name.clone(),
+                help: f.help.clone(),
+                unit: f.unit.clone(),
+            });
+        }
+        out.push((*count, std::mem::take(current)));
+        *count = 0;
+        families.clear();
+    };
+    for (fi, family) in converted.families.iter().enumerate() {
+        for series in &family.series {
+            let mut labels = Vec::with_capacity(series.labels.len() + 1);
+            labels.push(prompb::Label {
+                name: "__name__".into(),
+                value: series.name.clone(),
+            });
+            labels.extend(series.labels.iter().map(|(k, v)| prompb::Label {
+                name: k.clone(),
+                value: v.clone(),
+            }));
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut rest = &series.samples[..];
+            while !rest.is_empty() {
+                let room = max - count;
+                let (take, left) = rest.split_at(room.min(rest.len()));
+                current.timeseries.push(prompb::TimeSeries {
+                    labels: labels.clone(),
+                    samples: take
+                        .iter()
+                        .map(|s| prompb::Sample {
+                            value: s.value,
+                            timestamp: s.timestamp_ms,
+                        })
+                        .collect(),
+                });
+                if families_in_current.last() != Some(&fi) {
+                    families_in_current.push(fi);
+                }
+                count += take.len();
+                rest = left;
+                if count == max {
+                    flush(&mut current, &mut count, &mut families_in_current, &mut out);
+                }
+            }
+        }
+    }
+    flush(&mut current, &mut count, &mut families_in_current, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::fixture;
+    use crate::export::prometheus::series::ConvertOptions;
+
+    fn converted() -> Converted {
+        let options = ConvertOptions {
+            add_suffixes: true,
+            scope_labels: false,
+            job_label: true,
+        };
+        convert(&Resource::default_host(), &fixture::output(), &options).unwrap()
+    }
+
+    #[test]
+    fn requests_hold_at_most_the_limit_and_every_sample_once() {
+        let c = converted();
+        let total = c.sample_count();
+        for max in [1, 2, 3, 7, 1000] {
+            let reqs = requests(&c, max);
+            assert!(reqs.iter().all(|(n, r)| *n <= max
+                && *n == r.timeseries.iter().map(|t| t.samples.len()).sum::<usize>()));
+            assert_eq!(
+                reqs.iter().map(|(n, _)| n).sum::<usize>(),
+                total,
+                "max {max}"
+            );
+            // Labels sorted, `__name__` among them, metadata for what is in the request.
+            for (_, r) in &reqs {
+                for ts in &r.timeseries {
+                    assert!(ts.labels.windows(2).all(|w| w[0].name < w[1].name));
+                    let name = &ts
+                        .labels
+                        .iter()
+                        .find(|l| l.name == "__name__")
+                        .unwrap()
+                        .value;
+                    assert!(
+                        r.metadata
+                            .iter()
+                            .any(|m| name.starts_with(&m.metric_family_name)),
+                        "{name}"
+                    );
+                }
+            }
+        }
+        assert_eq!(requests(&c, 1000).len(), 1);
+    }
+
+    #[test]
+    fn the_body_decodes_as_a_write_request() {
+        let c = converted();
+        let (_, request) = requests(&c, 1000).remove(0);
+        let bytes = prost::Message::encode_to_vec(&request);
+        let compressed = snap::raw::Encoder::new().compress_vec(&bytes).unwrap();
+        let back: prompb::WriteRequest = prost::Message::decode(
+            &snap::raw::Decoder::new()
+                .decompress_vec(&compressed)
+                .unwrap()[..],
+        )
+        .unwrap();
+        assert_eq!(back, request);
+        let counter = back
+            .timeseries
+            .iter()
+            .find(|t| {
+                t.labels
+                    .iter()
+                    .any(|l| l.name == "__name__" && l.value == "requests_total")
+            })
+            .unwrap();
+        assert!(
+            counter
+                .labels
+                .iter()
+                .any(|l| l.name == "job" && l.value == "adx-mon-metrics-exporter")
+        );
+        assert_eq!(
+            counter.samples[0].timestamp,
+            (fixture::T / 1_000_000) as i64
+        );
+        assert_eq!(counter.samples[0].value, 10.0);
+    }
+}

@@ -1,0 +1,429 @@
+//! The `prometheusScrape` exporter: the latest point of every series the
+//! MetricsExporters naming it produced, kept in memory and served on the
+//! host's HTTP server in the Prometheus text format, or OpenMetrics when the
+//! scraper asks for it, each sample with its own timestamp.
+//!
+//! Memory is bounded twice: a series not updated for `staleAfter` is
+//! dropped, and at most `maxSeries` are held; a new series beyond that is
+//! refused, counted and warned about, while the series already held keep
+//! being updated.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::config::ScrapeConfig;
+use super::naming::FamilyType;
+use super::series::{ConvertOptions, convert, format_float};
+use crate::export::Resource;
+use crate::export::deliver::{Delivered, ErrorKind, ExportError};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::ExporterLabels;
+use crate::wit::Output;
+
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    value: f64,
+    timestamp_ms: i64,
+    updated: Instant,
+}
+
+#[derive(Debug)]
+struct FamilyState {
+    family_type: FamilyType,
+    help: String,
+    unit: String,
+    /// By (sample name, labels): sorted, so a scrape is stable.
+    series: BTreeMap<(String, Vec<(String, String)>), Latest>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    families: BTreeMap<String, FamilyState>,
+    series: usize,
+    /// Whether the limit was hit since the last warning.
+    warned_full: bool,
+}
+
+pub struct ScrapeStore {
+    name: String,
+    path: String,
+    stale_after: Duration,
+    max_series: usize,
+    options: ConvertOptions,
+    inner: Mutex<Inner>,
+    metrics: OnceLock<std::sync::Arc<Metrics>>,
+}
+
+impl ScrapeStore {
+    pub fn new(name: &str, config: &ScrapeConfig) -> ScrapeStore {
+        ScrapeStore {
+            name: name.to_string(),
+            path: config.path.clone(),
+            stale_after: config.stale_after,
+            max_series: config.max_series,
+            options: config.convert_options(),
+            inner: Mutex::new(Inner::default()),
+            metrics: OnceLock::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The path it is served at.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Where the series count and refusals are reported.
+    pub fn attach_metrics(&self, metrics: std::sync::Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the output's newest point of each series. Never fails for
+    /// lack of room: a series that does not fit is counted, not an error
+    /// that would hold the rows back forever.
+    pub fn update(&self, resource: &Resource, output: &Output) -> Result<Delivered, ExportError> {
+        let converted = convert(resource, output, &self.options)
+            .map_err(|e| ExportError::new(&self.name, ErrorKind::Config(e.to_string())))?;
+        let now = Instant::now();
+        let mut refused = 0u64;
+        let mut points = 0usize;
+        let mut inner = self.lock();
+        prune(&mut inner, now, self.stale_after);
+        for family in converted.families {
+            if let Some(existing) = inner.families.get(&family.name)
+                && existing.family_type != family.family_type
+            {
+                return Err(ExportError::new(
+                    &self.name,
+                    ErrorKind::Config(format!(
+                        "Prometheus family `{}` is already served as a {}; it cannot also be a {}",
+                        family.name,
+                        existing.family_type.as_str(),
+                        family.family_type.as_str()
+                    )),
+                ));
+            }
+            let mut added = 0usize;
+            let room = self.max_series.saturating_sub(inner.series);
+            let state = inner
+                .families
+                .entry(family.name.clone())
+                .or_insert_with(|| FamilyState {
+                    family_type: family.family_type,
+                    help: family.help.clone(),
+                    unit: family.unit.clone(),
+                    series: BTreeMap::new(),
+                });
+            if !family.help.is_empty() {
+                state.help = family.help.clone();
+            }
+            for series in family.series {
+                let Some(last) = series.samples.last().copied() else {
+                    continue;
+                };
+                points += series.samples.len();
+                let key = (series.name, series.labels);
+                match state.series.get_mut(&key) {
+                    Some(held) => {
+                        if last.timestamp_ms >= held.timestamp_ms {
+                            held.value = last.value;
+                            held.timestamp_ms = last.timestamp_ms;
+                        }
+                        held.updated = now;
+                    }
+                    None if added < room => {
+                        state.series.insert(
+                            key,
+                            Latest {
+                                value: last.value,
+                                timestamp_ms: last.timestamp_ms,
+                                updated: now,
+                            },
+                        );
+                        added += 1;
+                    }
+                    None => refused += 1,
+                }
+            }
+            if state.series.is_empty() {
+                inner.families.remove(&family.name);
+            }
+            inner.series += added;
+        }
+        let held = inner.series;
+        let warn = refused > 0 && !inner.warned_full;
+        if refused > 0 {
+            inner.warned_full = true;
+        }
+        drop(inner);
+        if warn {
+            tracing::warn!(exporter = %self.name, max_series = self.max_series, refused, "the scrape endpoint holds its most series; new series are refused until old ones go stale");
+        }
+        if let Some(m) = self.metrics.get() {
+            let labels = ExporterLabels {
+                exporter: self.name.clone(),
+            };
+            m.scrape_series.get_or_create(&labels).set(held as i64);
+            if refused > 0 {
+                m.scrape_series_refused
+                    .get_or_create(&labels)
+                    .inc_by(refused);
+            }
+        }
+        Ok(Delivered {
+            requests: 1,
+            points,
+            rejected_points: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Series held now (after dropping stale ones).
+    pub fn series_count(&self) -> usize {
+        let mut inner = self.lock();
+        prune(&mut inner, Instant::now(), self.stale_after);
+        inner.series
+    }
+
+    /// The exposition, and its content type: OpenMetrics when `accept`
+    /// asks for it, else the Prometheus text format.
+    pub fn render(&self, accept: &str) -> (String, &'static str) {
+        let openmetrics = accept.contains("application/openmetrics-text");
+        let mut inner = self.lock();
+        prune(&mut inner, Instant::now(), self.stale_after);
+        let text = if openmetrics {
+            render_openmetrics(&inner)
+        } else {
+            render_text(&inner)
+        };
+        let held = inner.series;
+        drop(inner);
+        if let Some(m) = self.metrics.get() {
+            m.scrape_series
+                .get_or_create(&ExporterLabels {
+                    exporter: self.name.clone(),
+                })
+                .set(held as i64);
+        }
+        (
+            text,
+            if openmetrics {
+                OPENMETRICS_CONTENT_TYPE
+            } else {
+                TEXT_CONTENT_TYPE
+            },
+        )
+    }
+}
+
+fn prune(inner: &mut Inner, now: Instant, stale_after: Duration) {
+    let mut removed = 0;
+    inner.families.retain(|_, f| {
+        let before = f.series.len();
+        f.series
+            .retain(|_, l| now.duration_since(l.updated) < stale_after);
+        removed += before - f.series.len();
+        !f.series.is_empty()
+    });
+    inner.series -= removed;
+    if removed > 0 {
+        inner.warned_full = false;
+    }
+}
+
+fn escape_label_value(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(v: &str, openmetrics: bool) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if openmetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn write_sample(
+    out: &mut String,
+    name: &str,
+    labels: &[(String, String)],
+    l: &Latest,
+    openmetrics: bool,
+) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label_value(v, out);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(&format_float(l.value));
+    out.push(' ');
+    if openmetrics {
+        // Seconds, exact to the millisecond.
+        let sign = if l.timestamp_ms < 0 { "-" } else { "" };
+        let ms = l.timestamp_ms.unsigned_abs();
+        let _ = write!(out, "{sign}{}.{:03}", ms / 1000, ms % 1000);
+    } else {
+        let _ = write!(out, "{}", l.timestamp_ms);
+    }
+    out.push('\n');
+}
+
+fn render_text(inner: &Inner) -> String {
+    let mut out = String::new();
+    for (name, f) in &inner.families {
+        if !f.help.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(&f.help, false));
+        }
+        let _ = writeln!(out, "# TYPE {name} {}", f.family_type.as_str());
+        for ((sample, labels), l) in &f.series {
+            write_sample(&mut out, sample, labels, l, false);
+        }
+    }
+    out
+}
+
+fn render_openmetrics(inner: &Inner) -> String {
+    let mut out = String::new();
+    for (name, f) in &inner.families {
+        // OpenMetrics names a counter family without `_total`, which its
+        // samples carry; a counter without it can only be `unknown`.
+        let (family, kind) = match f.family_type {
+            FamilyType::Counter => match name.strip_suffix("_total") {
+                Some(base) => (base, "counter"),
+                None => (name.as_str(), "unknown"),
+            },
+            other => (name.as_str(), other.as_str()),
+        };
+        let _ = writeln!(out, "# TYPE {family} {kind}");
+        if !f.unit.is_empty() && family.ends_with(&format!("_{}", f.unit)) {
+            let _ = writeln!(out, "# UNIT {family} {}", f.unit);
+        }
+        if !f.help.is_empty() {
+            let _ = writeln!(out, "# HELP {family} {}", escape_help(&f.help, true));
+        }
+        for ((sample, labels), l) in &f.series {
+            write_sample(&mut out, sample, labels, l, true);
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::fixture;
+
+    fn store(max_series: usize, stale_after: Duration) -> ScrapeStore {
+        let mut config = ScrapeConfig {
+            max_series,
+            stale_after,
+            ..ScrapeConfig::default()
+        };
+        config.naming.scope_labels = false;
+        ScrapeStore::new("scrape", &config)
+    }
+
+    #[test]
+    fn latest_points_in_both_formats() {
+        let s = store(1000, Duration::from_secs(60));
+        s.update(&Resource::default_host(), &fixture::output())
+            .unwrap();
+        let (text, ct) = s.render("text/plain");
+        assert_eq!(ct, TEXT_CONTENT_TYPE);
+        let t = fixture::T / 1_000_000;
+        assert!(
+            text.contains("# HELP requests_total Requests served\n# TYPE requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "requests_total{{code=\"200\",host=\"web-1\",ok=\"true\",ratio=\"0.25\"}} 10 {t}\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!("latency_seconds_bucket{{code=\"200\",host=\"web-1\",le=\"+Inf\",ok=\"true\",ratio=\"0.25\"}} 6 {t}\n")), "{text}");
+        assert!(!text.contains("bytes_delta"), "delta sums are not served");
+        let (om, ct) = s.render("application/openmetrics-text;version=1.0.0,text/plain;q=0.5");
+        assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
+        assert!(om.contains("# TYPE requests counter\n"), "{om}");
+        assert!(
+            om.contains("# TYPE latency_seconds histogram\n# UNIT latency_seconds seconds\n"),
+            "{om}"
+        );
+        assert!(
+            om.contains(&format!("}} 10 {}.{:03}\n", t / 1000, t % 1000)),
+            "{om}"
+        );
+        assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn series_are_bounded_and_go_stale() {
+        let s = store(3, Duration::from_millis(200));
+        s.update(&Resource::default_host(), &fixture::output())
+            .unwrap();
+        assert_eq!(s.series_count(), 3, "new series past the limit are refused");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(s.series_count(), 0, "stale series are dropped");
+        assert_eq!(s.render("").0, "");
+    }
+
+    #[test]
+    fn a_newer_point_replaces_an_older_one_and_not_the_other_way() {
+        let s = store(1000, Duration::from_secs(60));
+        let mut out = fixture::output();
+        out.metrics = vec![fixture::gauge("g", 2_000_000, 1)];
+        s.update(&Resource::default_host(), &out).unwrap();
+        out.metrics = vec![fixture::gauge("g", 1_000_000, 1)];
+        s.update(&Resource::default_host(), &out).unwrap();
+        let (text, _) = s.render("");
+        assert!(
+            text.contains("g{code=\"200\",host=\"web-1\",ok=\"true\",ratio=\"0.25\"} 0 2\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        let mut out = String::new();
+        escape_label_value("a\"b\\c\nd", &mut out);
+        assert_eq!(out, "a\\\"b\\\\c\\nd");
+        assert_eq!(escape_help("x\\y\nz\"", false), "x\\\\y\\nz\"");
+    }
+}
