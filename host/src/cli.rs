@@ -37,6 +37,15 @@ pub enum Command {
     Run(RunArgs),
     /// Run a transform on sample rows and print the OTLP/JSON request.
     TestTransform(TestTransformArgs),
+    /// Print the MetricsExporter and SummaryRule CRDs (YAML), as in crds/.
+    Crds(CrdsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CrdsArgs {
+    /// Write one file per CRD into this folder instead of printing them.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +68,15 @@ pub struct RunArgs {
     /// How far behind now a window stops, for ingestion to land (e.g. 2m).
     #[arg(long, value_parser = parse_duration)]
     pub settle_delay: Option<Duration>,
+    /// This host's labels for MetricsExporter `criteria` and
+    /// `criteriaExpression` (`key=value[,key=value]`, repeatable); adds to
+    /// the file's `clusterLabels`.
+    #[arg(
+        long = "cluster-labels",
+        value_name = "KEY=VALUE,...",
+        env = "KUSTO_METRICS_CLUSTER_LABELS"
+    )]
+    pub cluster_labels: Vec<String>,
 }
 
 fn parse_auth(s: &str) -> Result<AuthMode, String> {

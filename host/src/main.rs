@@ -9,6 +9,7 @@ use kusto_metrics::cli::{Cli, Command, GuestArgs, RunArgs};
 use kusto_metrics::config::HostConfig;
 use kusto_metrics::config::host_config::Overrides;
 use kusto_metrics::schedule::{self, Runner};
+use kusto_metrics::state::status::StatusStore;
 use kusto_metrics::telemetry::Metrics;
 use kusto_metrics::telemetry::server::{self, Health};
 use kusto_metrics::transform::{Limits, Runtime, cache};
@@ -46,6 +47,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Crds(args) => {
+            let Some(dir) = args.dir else {
+                let mut out = std::io::stdout().lock();
+                write!(out, "{}", kusto_metrics::api::crds::stream())
+                    .context("writing to stdout")?;
+                return Ok(());
+            };
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (name, yaml) in kusto_metrics::api::crds::all() {
+                let path = dir.join(name);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
         Command::TestTransform(args) => {
             let runtime = runtime(&args.guest)?;
             let options = test_transform::Options {
@@ -68,6 +84,7 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
         kusto_endpoints: args.kusto_endpoints.clone(),
         kusto_auth: args.kusto_auth,
         settle_delay: args.settle_delay,
+        cluster_labels: args.cluster_labels.clone(),
     };
     let config = Arc::new(HostConfig::load_with(&args.config, &overrides)?);
     let cache_dir = config.cache_dir.clone().or_else(cache::default_cache_dir);
@@ -79,7 +96,16 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let runner = Runner::new(config.clone(), wasm, metrics.clone())?;
+    let statuses = match &config.kubernetes {
+        None => None,
+        Some(k) => {
+            let client = kube::Client::try_default().await.context(
+                "connecting to the Kubernetes API (in-cluster, or KUBECONFIG); set `manifests` in the config to run from a folder instead",
+            )?;
+            Some(Arc::new(StatusStore::new(client, &k.identity())))
+        }
+    };
+    let runner = Runner::new(config.clone(), wasm, metrics.clone(), statuses)?;
     if let Some(addr) = config.listen {
         let bound = server::serve(
             addr,

@@ -1,104 +1,61 @@
 //! The resources kusto-metrics reads: `MetricsExporter` and adx-mon's
-//! `SummaryRule` (group `adx-mon.azure.com`, version `v1`), as they appear
-//! in manifests.
+//! `SummaryRule` (group `adx-mon.azure.com`, version `v1`), as Rust types
+//! from which the CRDs in `crds/` are generated; the same types read
+//! manifests from a folder in local mode.
+//!
+//! - [`metrics_exporter`]: spec, transform schema, module references, status.
+//! - [`summary_rule`]: adx-mon's schema, read only.
+//! - [`selector`]: label-selector checks and matching.
+//! - [`conditions`]: the status conditions and their reasons.
+//! - [`crds`]: the CRD YAML.
 
-mod selector;
+pub mod conditions;
+pub mod crds;
+pub mod metrics_exporter;
+pub mod selector;
+pub mod summary_rule;
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
-pub use selector::{LabelSelector, LabelSelectorRequirement, SelectorError};
+pub use metrics_exporter::{
+    MetricsExporter, MetricsExporterSpec, MetricsExporterStatus, ModuleReference, RuleProgress,
+};
+pub use selector::SelectorError;
+pub use summary_rule::{SummaryRule, SummaryRuleSpec};
 
+pub const GROUP: &str = "adx-mon.azure.com";
 pub const API_VERSION: &str = "adx-mon.azure.com/v1";
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct ObjectMeta {
-    pub name: String,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    #[serde(default)]
-    pub generation: Option<i64>,
+/// What every stage asks of an object's metadata.
+pub trait MetaExt {
+    /// The namespace, `default` when none is given (local manifests).
+    fn ns(&self) -> &str;
+    fn name_or_empty(&self) -> &str;
+    /// `namespace/name`.
+    fn key(&self) -> String {
+        format!("{}/{}", self.ns(), self.name_or_empty())
+    }
+    fn label_map(&self) -> &BTreeMap<String, String>;
 }
 
-impl ObjectMeta {
-    pub fn namespace(&self) -> &str {
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+impl MetaExt for ObjectMeta {
+    fn ns(&self) -> &str {
         self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
     }
 
-    /// `namespace/name`.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace(), self.name)
+    fn name_or_empty(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
     }
-}
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MetricsExporter {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: ObjectMeta,
-    pub spec: MetricsExporterSpec,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MetricsExporterSpec {
-    /// Which SummaryRules in the exporter's namespace to read. An empty
-    /// selector matches every rule in the namespace.
-    #[serde(default)]
-    pub summary_rule_selector: Option<LabelSelector>,
-    /// With `body`, instead of a selector: run this KQL for each window
-    /// (upstream adx-mon's MetricsExporter).
-    #[serde(default)]
-    pub database: Option<String>,
-    /// KQL using `_startTime` and `_endTime` (declared `datetime`
-    /// parameters; `_endTime` is one tick before the window's end).
-    #[serde(default)]
-    pub body: Option<String>,
-    /// Names of exporters in the host configuration.
-    pub exporters: Vec<String>,
-    /// How often to export, e.g. `1m`.
-    pub interval: String,
-    /// The transform block: passed to the guest (without `module`).
-    pub transform: Value,
-    #[serde(default)]
-    pub criteria: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    pub criteria_expression: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SummaryRule {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: ObjectMeta,
-    pub spec: SummaryRuleSpec,
-}
-
-/// adx-mon's SummaryRule spec; we only read it, so fields we do not use are
-/// accepted and ignored.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SummaryRuleSpec {
-    pub database: String,
-    /// The output table the rule appends to.
-    pub table: String,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub body: String,
-    #[serde(default)]
-    pub interval: Option<String>,
-    #[serde(default)]
-    pub ingestion_delay: Option<String>,
+    fn label_map(&self) -> &BTreeMap<String, String> {
+        self.labels.as_ref().unwrap_or(&NO_LABELS)
+    }
 }
 
 /// One object from a manifest.
@@ -134,6 +91,13 @@ impl Resource {
             .and_then(Value::as_str)
             .unwrap_or("?")
             .to_string();
+        if value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(format!("{kind}: metadata.name is required"));
+        }
         let parsed = match kind.as_str() {
             "MetricsExporter" => {
                 serde_json::from_value(value).map(|m| Resource::MetricsExporter(Box::new(m)))

@@ -1,27 +1,12 @@
-//! Kubernetes label selectors: `matchLabels` and `matchExpressions` together
-//! (AND), with the operators `In`, `NotIn`, `Exists`, `DoesNotExist`.
+//! Label selectors: the Kubernetes type (`matchLabels` and
+//! `matchExpressions`, ANDed), matched by kube's `Selector`. What kube does
+//! not check, this module does, the way the API server would: `In` and
+//! `NotIn` need values, `Exists` and `DoesNotExist` take none.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LabelSelector {
-    #[serde(default)]
-    pub match_labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub match_expressions: Vec<LabelSelectorRequirement>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LabelSelectorRequirement {
-    pub key: String,
-    pub operator: String,
-    #[serde(default)]
-    pub values: Vec<String>,
-}
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectorError {
@@ -38,61 +23,44 @@ pub enum SelectorError {
     },
 }
 
-impl LabelSelector {
-    /// Checks the selector the way the API server does: In/NotIn need
-    /// values, Exists/DoesNotExist take none.
-    pub fn validate(&self) -> Result<(), SelectorError> {
-        for (index, r) in self.match_expressions.iter().enumerate() {
-            let bad = |message| SelectorError::BadValues {
-                index,
-                key: r.key.clone(),
-                operator: r.operator.clone(),
-                message,
-            };
-            match r.operator.as_str() {
-                "In" | "NotIn" if r.values.is_empty() => {
-                    return Err(bad("needs at least one value"));
-                }
-                "Exists" | "DoesNotExist" if !r.values.is_empty() => {
-                    return Err(bad("takes no values"));
-                }
-                "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-                other => {
-                    return Err(SelectorError::UnknownOperator {
-                        index,
-                        operator: other.to_string(),
-                    });
-                }
+pub fn validate(selector: &LabelSelector) -> Result<(), SelectorError> {
+    for (index, r) in selector.match_expressions.iter().flatten().enumerate() {
+        let values = r.values.as_deref().unwrap_or_default();
+        let bad = |message| SelectorError::BadValues {
+            index,
+            key: r.key.clone(),
+            operator: r.operator.clone(),
+            message,
+        };
+        match r.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => return Err(bad("needs at least one value")),
+            "Exists" | "DoesNotExist" if !values.is_empty() => return Err(bad("takes no values")),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                return Err(SelectorError::UnknownOperator {
+                    index,
+                    operator: other.to_string(),
+                });
             }
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    /// Whether `labels` satisfy every term. `NotIn` and `DoesNotExist` match
-    /// an object that lacks the key; an empty selector matches everything.
-    /// An invalid selector matches nothing.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let labels_ok = self
-            .match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v));
-        labels_ok
-            && self.match_expressions.iter().all(|r| {
-                let value = labels.get(&r.key);
-                match r.operator.as_str() {
-                    "In" => value.is_some_and(|v| r.values.contains(v)),
-                    "NotIn" => value.is_none_or(|v| !r.values.contains(v)),
-                    "Exists" => value.is_some(),
-                    "DoesNotExist" => value.is_none(),
-                    _ => false,
-                }
-            })
+/// Whether `labels` satisfy every term. `NotIn` and `DoesNotExist` match an
+/// object without the key; an empty selector matches everything; an
+/// invalid one nothing.
+pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    if validate(selector).is_err() {
+        return false;
     }
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -101,67 +69,99 @@ mod tests {
             .collect()
     }
 
-    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
+    fn expr(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
         LabelSelectorRequirement {
             key: key.into(),
-            operator: op.into(),
-            values: values.iter().map(|v| v.to_string()).collect(),
+            operator: operator.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
         }
     }
 
     #[test]
-    fn each_operator_and_absent_keys() {
-        let rule = labels(&[("team", "platform"), ("env", "prod")]);
-        let bare = labels(&[]);
-        let sel = |e| LabelSelector {
-            match_labels: BTreeMap::new(),
-            match_expressions: vec![e],
-        };
-        assert!(sel(expr("env", "In", &["prod", "staging"])).matches(&rule));
-        assert!(!sel(expr("env", "In", &["dev"])).matches(&rule));
-        assert!(
-            !sel(expr("env", "In", &["prod"])).matches(&bare),
-            "In needs the key"
-        );
-        assert!(sel(expr("env", "NotIn", &["dev"])).matches(&rule));
-        assert!(!sel(expr("env", "NotIn", &["prod"])).matches(&rule));
-        assert!(
-            sel(expr("env", "NotIn", &["prod"])).matches(&bare),
-            "NotIn matches a missing key"
-        );
-        assert!(sel(expr("team", "Exists", &[])).matches(&rule));
-        assert!(!sel(expr("team", "Exists", &[])).matches(&bare));
-        assert!(!sel(expr("team", "DoesNotExist", &[])).matches(&rule));
-        assert!(sel(expr("team", "DoesNotExist", &[])).matches(&bare));
-    }
-
-    #[test]
     fn match_labels_and_expressions_are_anded() {
-        let sel = LabelSelector {
-            match_labels: labels(&[("team", "platform")]),
-            match_expressions: vec![expr("env", "NotIn", &["dev"])],
+        let s = LabelSelector {
+            match_labels: Some(labels(&[("team", "platform")])),
+            match_expressions: Some(vec![
+                expr("tier", "In", &["gold", "silver"]),
+                expr("env", "NotIn", &["development"]),
+                expr("export", "Exists", &[]),
+                expr("legacy", "DoesNotExist", &[]),
+            ]),
         };
-        assert!(sel.matches(&labels(&[("team", "platform"), ("env", "prod")])));
-        assert!(!sel.matches(&labels(&[("team", "platform"), ("env", "dev")])));
-        assert!(!sel.matches(&labels(&[("team", "sre"), ("env", "prod")])));
+        assert!(matches(
+            &s,
+            &labels(&[("team", "platform"), ("tier", "gold"), ("export", "")])
+        ));
+        // NotIn matches a rule without the key; DoesNotExist likewise.
+        assert!(matches(
+            &s,
+            &labels(&[
+                ("team", "platform"),
+                ("tier", "silver"),
+                ("export", "y"),
+                ("env", "prod")
+            ])
+        ));
+        assert!(!matches(
+            &s,
+            &labels(&[
+                ("team", "platform"),
+                ("tier", "gold"),
+                ("export", "y"),
+                ("env", "development")
+            ])
+        ));
+        assert!(!matches(
+            &s,
+            &labels(&[("team", "other"), ("tier", "gold"), ("export", "y")])
+        ));
+        assert!(!matches(
+            &s,
+            &labels(&[("team", "platform"), ("tier", "gold")])
+        ));
+        assert!(!matches(
+            &s,
+            &labels(&[
+                ("team", "platform"),
+                ("tier", "gold"),
+                ("export", "y"),
+                ("legacy", "1")
+            ])
+        ));
         assert!(
-            LabelSelector::default().matches(&labels(&[])),
+            matches(&LabelSelector::default(), &labels(&[])),
             "empty matches all"
         );
     }
 
     #[test]
-    fn validation_follows_the_api_server() {
-        let sel = |e| LabelSelector {
-            match_labels: BTreeMap::new(),
-            match_expressions: vec![e],
+    fn invalid_selectors_are_named_and_match_nothing() {
+        let s = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![expr("a", "In", &[])]),
         };
-        assert!(sel(expr("a", "In", &[])).validate().is_err());
-        assert!(sel(expr("a", "Exists", &["x"])).validate().is_err());
+        assert_eq!(
+            validate(&s).unwrap_err().to_string(),
+            "matchExpressions[0] (a In): needs at least one value"
+        );
+        assert!(!matches(&s, &labels(&[("a", "x")])));
+        let s = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![expr("a", "Exists", &[]), expr("b", "Equals", &["x"])]),
+        };
         assert!(matches!(
-            sel(expr("a", "Equals", &["x"])).validate(),
-            Err(SelectorError::UnknownOperator { .. })
+            validate(&s),
+            Err(SelectorError::UnknownOperator { index: 1, .. })
         ));
-        assert!(!sel(expr("a", "Equals", &["x"])).matches(&labels(&[("a", "x")])));
+        let s = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![expr("a", "Exists", &["x"])]),
+        };
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("takes no values")
+        );
     }
 }

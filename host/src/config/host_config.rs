@@ -2,13 +2,15 @@
 //! paths are relative to the file. Unknown keys and bad values are errors
 //! that name the file and the key.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::kubernetes::KubernetesConfig;
+use crate::discovery::ClusterLabels;
 use crate::export::config::ExporterConfig;
 use crate::source::kusto::KustoConfig;
 use crate::source::kusto::config::AuthMode;
@@ -38,6 +40,11 @@ struct RawConfig {
     guests: RawGuests,
     #[serde(default)]
     reload_interval: Option<String>,
+    #[serde(default)]
+    kubernetes: Option<KubernetesConfig>,
+    /// This host's labels for `criteria` and `criteriaExpression`.
+    #[serde(default)]
+    cluster_labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,8 +86,12 @@ struct RawGuests {
 #[derive(Debug)]
 pub struct HostConfig {
     pub path: PathBuf,
-    /// A folder of manifests; `None` means Kubernetes (not in this version).
+    /// A folder of manifests; `None` means Kubernetes.
     pub manifests: Option<PathBuf>,
+    /// Set when `manifests` is not: where to watch and how replicas share.
+    pub kubernetes: Option<KubernetesConfig>,
+    /// For `criteria` and `criteriaExpression`.
+    pub cluster_labels: ClusterLabels,
     pub source: SourceConfig,
     pub state_dir: PathBuf,
     pub exporters: Vec<ExporterConfig>,
@@ -109,6 +120,8 @@ pub struct Overrides {
     pub kusto_endpoints: Vec<String>,
     pub kusto_auth: Option<AuthMode>,
     pub settle_delay: Option<Duration>,
+    /// `key=value[,...]`, over the file's `clusterLabels`.
+    pub cluster_labels: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,10 +188,15 @@ impl HostConfig {
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from("."));
-        Self::from_raw(raw, path, &base).map_err(err)
+        Self::from_raw(raw, path, &base, overrides).map_err(err)
     }
 
-    fn from_raw(raw: RawConfig, path: &Path, base: &Path) -> Result<HostConfig, String> {
+    fn from_raw(
+        raw: RawConfig,
+        path: &Path,
+        base: &Path,
+        overrides: &Overrides,
+    ) -> Result<HostConfig, String> {
         let source = match (raw.source.local, raw.source.kusto) {
             (Some(local), None) => SourceConfig::Local {
                 tables: base.join(local.tables),
@@ -194,16 +212,22 @@ impl HostConfig {
                 return Err("source: set `local: {tables: FOLDER}` or `kusto: {endpoints: {DATABASE: URL}}` (or pass --kusto-endpoint DATABASE=URL)".to_string());
             }
         };
-        let manifests = match raw.manifests {
-            Some(m) => Some(base.join(m)),
+        let (manifests, kubernetes) = match raw.manifests {
+            Some(m) => {
+                if raw.kubernetes.is_some() {
+                    return Err("kubernetes: applies only without `manifests` (manifests come from a folder or from the API server, not both)".to_string());
+                }
+                (Some(base.join(m)), None)
+            }
             None => {
-                return Err(
-                    "manifests: set a folder of MetricsExporter and SummaryRule manifests \
-                            (watching Kubernetes is not in this version)"
-                        .to_string(),
-                );
+                let k = raw.kubernetes.unwrap_or_default();
+                k.validate().map_err(|e| format!("kubernetes.{e}"))?;
+                (None, Some(k))
             }
         };
+        let mut cluster_labels = ClusterLabels(raw.cluster_labels);
+        let extra = ClusterLabels::parse(&overrides.cluster_labels)?;
+        cluster_labels.0.extend(extra.0);
         let mut exporters = raw.exporters;
         let mut names = HashSet::new();
         for (i, e) in exporters.iter_mut().enumerate() {
@@ -259,6 +283,8 @@ impl HostConfig {
         Ok(HostConfig {
             path: path.to_path_buf(),
             manifests,
+            kubernetes,
+            cluster_labels,
             source,
             state_dir: base.join(raw.state.unwrap_or_else(|| PathBuf::from("state"))),
             exporters,

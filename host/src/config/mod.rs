@@ -2,6 +2,7 @@
 //! (and, later, the host config file).
 
 pub mod host_config;
+pub mod kubernetes;
 pub mod transform_file;
 
 pub use host_config::HostConfig;

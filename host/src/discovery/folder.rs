@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::{MetricsExporter, Resource, SummaryRule};
+use crate::api::{MetaExt, MetricsExporter, Resource, SummaryRule};
 
 /// Everything read from the folder, by `namespace/name`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::criteria::{self, CriteriaError};
 use super::folder::Catalog;
-use crate::api::MetricsExporter;
+use crate::api::{MetaExt, MetricsExporter, selector};
 use crate::config::HostConfig;
 use crate::config::transform_file::{TransformSpec, transform_spec};
 
@@ -38,6 +39,10 @@ pub struct ExportPlan {
     /// Exporter names from the host config, in the manifest's order.
     pub sinks: Vec<String>,
     pub rules: Vec<RuleTarget>,
+    /// `metadata.generation` of the MetricsExporter (Kubernetes).
+    pub generation: Option<i64>,
+    /// Matched rules whose SummaryRule adx-mon reports as not healthy.
+    pub rules_not_ready: Vec<String>,
 }
 
 /// A MetricsExporter that cannot run, and why.
@@ -49,20 +54,48 @@ pub struct PlanError {
     pub message: String,
 }
 
-pub fn plan(catalog: &Catalog, config: &HostConfig) -> (Vec<ExportPlan>, Vec<PlanError>) {
-    let mut plans = Vec::new();
-    let mut errors = Vec::new();
+/// What planning made of a catalog.
+#[derive(Debug, Default)]
+pub struct Planned {
+    pub plans: Vec<ExportPlan>,
+    pub errors: Vec<PlanError>,
+    /// Exporters whose criteria keep them off this host, with why.
+    pub elsewhere: Vec<(String, String)>,
+}
+
+pub fn plan(catalog: &Catalog, config: &HostConfig) -> Planned {
+    let mut planned = Planned::default();
     for (key, (me, file)) in &catalog.exporters {
+        let spec = &me.spec;
+        match criteria::check(
+            &spec.criteria,
+            spec.criteria_expression.as_deref(),
+            &config.cluster_labels,
+        ) {
+            Ok(()) => {}
+            Err(CriteriaError::NotHere(why)) => {
+                planned.elsewhere.push((key.clone(), why));
+                continue;
+            }
+            Err(e @ CriteriaError::Invalid(_)) => {
+                planned.errors.push(PlanError {
+                    key: key.clone(),
+                    file: file.clone(),
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        }
         match plan_one(catalog, config, me, file) {
-            Ok(p) => plans.push(p),
-            Err(message) => errors.push(PlanError {
+            Ok(p) => planned.plans.push(p),
+            Err(message) => planned.errors.push(PlanError {
                 key: key.clone(),
                 file: file.clone(),
                 message,
             }),
         }
     }
-    (plans, errors)
+    planned
 }
 
 fn plan_one(
@@ -122,20 +155,24 @@ fn plan_one(
         (None, Some(_)) => return Err("spec.body: given without spec.database".to_string()),
     };
     let selector = spec.summary_rule_selector.clone().unwrap_or_default();
-    selector
-        .validate()
-        .map_err(|e| format!("spec.summaryRuleSelector.{e}"))?;
-    if !spec.criteria.is_empty() || spec.criteria_expression.is_some() {
-        tracing::warn!(metrics_exporter = %me.metadata.key(), "criteria are checked against cluster labels, which local mode does not have: the exporter runs");
-    }
+    selector::validate(&selector).map_err(|e| format!("spec.summaryRuleSelector.{e}"))?;
     let base = file.parent().unwrap_or(Path::new("."));
     let transform =
         transform_spec(spec.transform.clone(), base).map_err(|e| format!("spec.transform: {e}"))?;
-    let namespace = me.metadata.namespace();
+    if config.kubernetes.is_some()
+        && let Some(crate::config::transform_file::ModuleRef::File(path)) = &transform.module
+    {
+        return Err(format!(
+            "spec.transform.module.file: `{}`: a file module works only in local mode (manifests from a folder); in a cluster use configMap or oci",
+            path.display()
+        ));
+    }
+    let namespace = me.metadata.ns();
+    let mut rules_not_ready = Vec::new();
     let rules = match direct {
         Some((database, body)) => vec![RuleTarget {
             key: format!("{}#body", me.metadata.key()),
-            name: me.metadata.name.clone(),
+            name: me.metadata.name_or_empty().to_string(),
             namespace: namespace.to_string(),
             database,
             table: String::new(),
@@ -145,11 +182,16 @@ fn plan_one(
             .rules
             .iter()
             .filter(|(_, r)| {
-                r.metadata.namespace() == namespace && selector.matches(&r.metadata.labels)
+                r.metadata.ns() == namespace && selector::matches(&selector, r.metadata.label_map())
+            })
+            .inspect(|(key, r)| {
+                if r.ready() == Some(false) {
+                    rules_not_ready.push((*key).clone());
+                }
             })
             .map(|(key, r)| RuleTarget {
                 key: key.clone(),
-                name: r.metadata.name.clone(),
+                name: r.metadata.name_or_empty().to_string(),
                 namespace: namespace.to_string(),
                 database: r.spec.database.clone(),
                 table: r.spec.table.clone(),
@@ -159,12 +201,14 @@ fn plan_one(
     };
     Ok(ExportPlan {
         key: me.metadata.key(),
-        name: me.metadata.name.clone(),
+        name: me.metadata.name_or_empty().to_string(),
         namespace: namespace.to_string(),
         source: file.to_path_buf(),
         interval,
         transform,
         sinks: spec.exporters.clone(),
         rules,
+        generation: me.metadata.generation,
+        rules_not_ready,
     })
 }

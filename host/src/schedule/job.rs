@@ -57,6 +57,19 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// The status condition reason this failure is reported under.
+    pub fn condition_reason(&self) -> &'static str {
+        use crate::api::conditions::reason;
+        match self {
+            JobError::Columns { .. } => reason::MISSING_COLUMNS,
+            JobError::Source { .. } | JobError::Kusto { .. } => reason::SOURCE_FAILED,
+            JobError::Transform(_) => reason::TRANSFORM_FAILED,
+            JobError::Export(_) | JobError::State(_) | JobError::Internal(_) => {
+                reason::EXPORT_FAILED
+            }
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             JobError::Source { .. } => "source",
@@ -90,6 +103,8 @@ pub struct JobReport {
     pub rows_read: u64,
     pub points_sent: u64,
     pub skipped: Vec<(String, u64)>,
+    /// Time (Unix ns) of the newest point delivered.
+    pub newest_point: Option<u64>,
 }
 
 impl JobReport {
@@ -190,7 +205,7 @@ impl<'a> Job<'a> {
                 requests: skip + export.delivered.requests,
                 output_key,
             });
-            self.shared.state.commit(&self.key, keep)?;
+            self.shared.state.commit(&self.key, keep).await?;
         }
         Err(e)
     }
@@ -237,6 +252,7 @@ impl<'a> Job<'a> {
         };
         self.count_points(delivered.points, delivered.rejected_points, report);
         if let Some(newest) = newest_point(output) {
+            report.newest_point = report.newest_point.max(Some(newest));
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or(Duration::ZERO);
@@ -312,7 +328,7 @@ async fn run_local(job: &Job<'_>, tables: &Path, report: &mut JobReport) -> Resu
         job.transform_and_deliver(from.as_ref(), chunk.batch, chunk.next.offset, "", report)
             .await?;
         if from.as_ref() != Some(&chunk.next) {
-            shared.state.commit(&job.key, chunk.next)?;
+            shared.state.commit(&job.key, chunk.next).await?;
         }
         shared
             .metrics

@@ -142,7 +142,7 @@ pub async fn run(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> 
             window_end: Some(kql::format_ticks(window.end)),
             ..Progress::default()
         };
-        job.shared.state.commit(&job.key, done)?;
+        job.shared.state.commit(&job.key, done).await?;
         span = span.saturating_mul(2).min(max_window);
     }
 }

@@ -15,6 +15,8 @@ use crate::config::HostConfig;
 use crate::discovery::{Catalog, ExportPlan, ManifestFolder, plan};
 use crate::export::{Resource, Sink};
 use crate::source::kusto::{KustoClient, auth};
+use crate::state::file::FileStore;
+use crate::state::status::{RunSummary, StatusStore};
 use crate::state::{ProgressStore, job_key};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::RunLabels;
@@ -42,10 +44,13 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// `statuses`: in Kubernetes, progress lives in MetricsExporter status;
+    /// otherwise in the state folder.
     pub fn new(
         config: Arc<HostConfig>,
         runtime: Runtime,
         metrics: Arc<Metrics>,
+        statuses: Option<Arc<StatusStore>>,
     ) -> anyhow::Result<Runner> {
         let mut sinks = HashMap::new();
         for e in &config.exporters {
@@ -56,7 +61,10 @@ impl Runner {
             }
             sinks.insert(e.name.clone(), Arc::new(sink));
         }
-        let state = ProgressStore::open(&config.state_dir)?;
+        let state = match &statuses {
+            Some(s) => ProgressStore::Status(s.clone()),
+            None => ProgressStore::File(Arc::new(FileStore::open(&config.state_dir)?)),
+        };
         let kusto = match config.kusto() {
             None => None,
             Some(k) => {
@@ -80,6 +88,14 @@ impl Runner {
         })
     }
 
+    /// Where status goes (Kubernetes).
+    pub fn statuses(&self) -> Option<&Arc<StatusStore>> {
+        match &self.shared.state {
+            ProgressStore::Status(s) => Some(s),
+            ProgressStore::File(_) => None,
+        }
+    }
+
     /// The stores of `prometheusScrape` exporters, for the HTTP server.
     pub fn scrape_endpoints(&self) -> Vec<Arc<crate::export::prometheus::ScrapeStore>> {
         let mut stores: Vec<_> = self
@@ -94,8 +110,19 @@ impl Runner {
 
     /// One run of one MetricsExporter: every matched rule to every named
     /// exporter, concurrently; one failing job does not hold back the
-    /// others. True when all succeeded.
-    pub async fn run_plan(&self, plan: &ExportPlan) -> bool {
+    /// others. What it came to (no failures: all succeeded).
+    pub async fn run_plan(&self, plan: &ExportPlan) -> RunSummary {
+        let mut summary = RunSummary {
+            rules: plan
+                .rules
+                .iter()
+                .filter(|r| r.body.is_none())
+                .map(|r| r.key.clone())
+                .collect(),
+            rules_not_ready: plan.rules_not_ready.clone(),
+            direct: plan.rules.iter().any(|r| r.body.is_some()),
+            ..RunSummary::default()
+        };
         let started = Instant::now();
         let shared = &self.shared;
         let module = plan.transform.module.clone();
@@ -113,7 +140,10 @@ impl Runner {
             Err(e) => {
                 tracing::error!(metrics_exporter = %plan.key, manifest = %plan.source.display(), error = %e, "transform not usable; nothing exported");
                 self.count_run(plan, "failed");
-                return false;
+                summary
+                    .failures
+                    .push((crate::api::conditions::reason::TRANSFORM_FAILED, e));
+                return summary;
             }
         };
         if plan.rules.is_empty() {
@@ -148,17 +178,30 @@ impl Runner {
                     };
                     let result = run_job(&job, &mut report).await;
                     log_job(&plan, &rule.key, &sink_name, &report, &result, t.elapsed());
-                    result.is_ok()
+                    let failure = result.err().map(|e| (e.condition_reason(), e.to_string()));
+                    (report, failure)
                 });
             }
         }
-        let mut ok = true;
         while let Some(done) = jobs.join_next().await {
-            ok &= done.unwrap_or(false);
+            match done {
+                Ok((report, failure)) => {
+                    summary.rows_read += report.rows_read;
+                    summary.points_sent += report.points_sent;
+                    summary.rows_skipped += report.skipped.iter().map(|(_, n)| n).sum::<u64>();
+                    summary.newest_point = summary.newest_point.max(report.newest_point);
+                    summary.failures.extend(failure);
+                }
+                Err(e) => summary.failures.push((
+                    crate::api::conditions::reason::EXPORT_FAILED,
+                    format!("a job ended abnormally: {e}"),
+                )),
+            }
         }
+        let ok = summary.failures.is_empty();
         self.count_run(plan, if ok { "success" } else { "failed" });
         tracing::debug!(metrics_exporter = %plan.key, duration_ms = started.elapsed().as_millis() as u64, ok, "run finished");
-        ok
+        summary
     }
 
     fn count_run(&self, plan: &ExportPlan, result: &str) {
@@ -219,7 +262,7 @@ fn initial_plans(
 }
 
 /// Plans, every problem as a message, and the exporters that failed to plan.
-fn checked_plans(
+pub(crate) fn checked_plans(
     catalog: &Catalog,
     config: &HostConfig,
 ) -> (Vec<ExportPlan>, Vec<String>, HashSet<String>) {
@@ -228,10 +271,13 @@ fn checked_plans(
         .iter()
         .map(|(file, e)| format!("{}: {e}", file.display()))
         .collect();
-    let (plans, plan_errors) = plan(catalog, config);
-    errors.extend(plan_errors.iter().map(ToString::to_string));
-    let failed = plan_errors.into_iter().map(|e| e.key).collect();
-    (plans, errors, failed)
+    let planned = plan(catalog, config);
+    for (key, why) in &planned.elsewhere {
+        tracing::info!(metrics_exporter = %key, reason = %why, "not run on this host");
+    }
+    errors.extend(planned.errors.iter().map(ToString::to_string));
+    let failed = planned.errors.into_iter().map(|e| e.key).collect();
+    (planned.plans, errors, failed)
 }
 
 fn folder_path(config: &HostConfig) -> String {
@@ -250,6 +296,9 @@ pub async fn run(
     once: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<bool> {
+    if config.kubernetes.is_some() {
+        return super::cluster::run(config, runner, health, once, shutdown).await;
+    }
     let manifests = config
         .manifests
         .clone()
@@ -261,7 +310,7 @@ pub async fn run(
         let mut all = tokio::task::JoinSet::new();
         for plan in plans {
             let runner = runner.clone();
-            all.spawn(async move { runner.run_plan(&plan).await });
+            all.spawn(async move { runner.run_plan(&plan).await.failures.is_empty() });
         }
         let mut ok = true;
         while let Some(done) = all.join_next().await {
@@ -286,7 +335,9 @@ pub async fn run(
                 for e in &errors {
                     tracing::error!(error = %e, "manifest problem; the last good version keeps running where there is one");
                 }
-                apply_changes(&runner, &mut tasks, plans, &failed);
+                apply_changes(&mut tasks, plans, &failed, |plan, previous| {
+                    spawn(&runner, plan, previous)
+                });
             }
             Err(e) => {
                 tracing::error!(folder = %folder_path(&config), error = %e, "cannot read the manifests folder")
@@ -299,38 +350,40 @@ pub async fn run(
     Ok(true)
 }
 
-async fn futures_join(handles: Vec<JoinHandle<()>>) {
+pub(crate) async fn futures_join(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
     }
 }
 
 /// A running MetricsExporter.
-struct Task {
-    plan: ExportPlan,
-    stop: watch::Sender<bool>,
-    handle: JoinHandle<()>,
+pub(crate) struct Task {
+    pub(crate) plan: ExportPlan,
+    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) handle: JoinHandle<()>,
 }
 
 impl Task {
-    fn stop(self) -> JoinHandle<()> {
+    pub(crate) fn stop(self) -> JoinHandle<()> {
         let _ = self.stop.send(true);
         self.handle
     }
 }
 
 fn apply(runner: &Runner, tasks: &mut HashMap<String, Task>, plans: Vec<ExportPlan>) {
-    apply_changes(runner, tasks, plans, &HashSet::new());
+    apply_changes(tasks, plans, &HashSet::new(), |plan, previous| {
+        spawn(runner, plan, previous)
+    });
 }
 
 /// Starts new plans, restarts changed ones (after the old run finished, so
 /// two runs of one exporter never overlap), stops removed ones. An exporter
 /// whose manifest now fails to plan keeps its running version.
-fn apply_changes(
-    runner: &Runner,
+pub(crate) fn apply_changes(
     tasks: &mut HashMap<String, Task>,
     plans: Vec<ExportPlan>,
     failed: &HashSet<String>,
+    spawn: impl Fn(ExportPlan, Option<JoinHandle<()>>) -> Task,
 ) {
     let mut wanted: HashMap<String, ExportPlan> =
         plans.into_iter().map(|p| (p.key.clone(), p)).collect();
@@ -343,7 +396,7 @@ fn apply_changes(
                 if let Some(old) = tasks.remove(&key) {
                     tracing::info!(metrics_exporter = %key, rules = plan.rules.len(), "MetricsExporter changed; restarting it");
                     let previous = old.stop();
-                    tasks.insert(key, spawn(runner, plan, Some(previous)));
+                    tasks.insert(key, spawn(plan, Some(previous)));
                 }
             }
             None if keep_running => {}
@@ -357,7 +410,7 @@ fn apply_changes(
     }
     for (key, plan) in wanted {
         tracing::info!(metrics_exporter = %key, rules = plan.rules.len(), "MetricsExporter added");
-        tasks.insert(key, spawn(runner, plan, None));
+        tasks.insert(key, spawn(plan, None));
     }
 }
 

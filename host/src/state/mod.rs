@@ -1,18 +1,19 @@
 //! Progress that survives restarts: how far each (MetricsExporter,
-//! SummaryRule, exporter) has delivered. One JSON file, replaced atomically
-//! (temp file, fsync, rename, fsync of the folder), so a crash leaves the old
-//! or the new file, never a broken one.
+//! SummaryRule, exporter) has delivered. In local mode a file ([`file`]); in
+//! Kubernetes the MetricsExporter's status ([`status`]), so a replica that
+//! takes an exporter over starts where the last one stopped.
+
+pub mod file;
+pub mod status;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Classify, RetryClass};
 
-const FILE_NAME: &str = "progress.json";
+pub(crate) const FILE_NAME: &str = "progress.json";
 
 /// Where a job stands: in an append-only local table (`offset`, `rows`,
 /// `fingerprint`), or in time for ADX (`windowEnd`).
@@ -59,7 +60,7 @@ pub struct PartialChunk {
 /// The file's versioned layout: a future version can read this one.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "version")]
-enum StateFile {
+pub(crate) enum StateFile {
     #[serde(rename = "1")]
     V1 {
         progress: BTreeMap<String, Progress>,
@@ -78,20 +79,25 @@ pub enum StateError {
         "{path}: not a kusto-metrics state file ({message}); move it away to start over (everything is exported again)"
     )]
     Corrupt { path: String, message: String },
+    #[error("writing the status of MetricsExporter {exporter}: {source}")]
+    Status {
+        exporter: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The replica no longer runs the exporter (its lease went elsewhere).
+    #[error("MetricsExporter {0} is no longer run by this replica")]
+    NotHeld(String),
 }
 
 impl Classify for StateError {
     fn retry_class(&self) -> RetryClass {
         match self {
             StateError::Io { .. } => RetryClass::Retryable,
-            StateError::Corrupt { .. } => RetryClass::Permanent,
+            StateError::Corrupt { .. } | StateError::NotHeld(_) => RetryClass::Permanent,
+            StateError::Status { .. } => RetryClass::Retryable,
         }
     }
-}
-
-pub struct ProgressStore {
-    path: PathBuf,
-    entries: Mutex<BTreeMap<String, Progress>>,
 }
 
 /// The key of one job's progress.
@@ -99,115 +105,41 @@ pub fn job_key(metrics_exporter: &str, rule: &str, exporter: &str) -> String {
     format!("{metrics_exporter}|{rule}|{exporter}")
 }
 
-impl ProgressStore {
-    /// Opens (creating the folder) and reads the state in `dir`.
-    pub fn open(dir: &Path) -> Result<ProgressStore, StateError> {
-        let path = dir.join(FILE_NAME);
-        let io = |source| StateError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let entries = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<StateFile>(&bytes) {
-                Ok(StateFile::V1 { progress }) => progress,
-                Err(e) => {
-                    return Err(StateError::Corrupt {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    });
-                }
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(io(e)),
-        };
-        Ok(ProgressStore {
-            path,
-            entries: Mutex::new(entries),
-        })
-    }
-
-    pub fn get(&self, key: &str) -> Option<Progress> {
-        self.lock().get(key).cloned()
-    }
-
-    /// Records progress and writes the file before returning.
-    pub fn commit(&self, key: &str, mut progress: Progress) -> Result<(), StateError> {
-        progress.updated =
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        let mut entries = self.lock();
-        let previous = entries.insert(key.to_string(), progress);
-        if let Err(e) = self.write(&entries) {
-            // Memory must not run ahead of disk.
-            match previous {
-                Some(p) => entries.insert(key.to_string(), p),
-                None => entries.remove(key),
-            };
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Progress>> {
-        // A panic while holding the lock cannot leave the map half-written
-        // (inserts are single operations), so a poisoned lock is still good.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self, entries: &BTreeMap<String, Progress>) -> Result<(), StateError> {
-        let io = |source| StateError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let file = StateFile::V1 {
-            progress: entries.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        tmp.write_all(&bytes).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(&self.path).map_err(|e| io(e.error))?;
-        // The rename itself must reach the disk too.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
-    }
+/// `(MetricsExporter, rule, exporter)` of a key made by [`job_key`].
+pub fn split_job_key(key: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = key.splitn(3, '|');
+    Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Where progress is kept.
+pub enum ProgressStore {
+    File(Arc<file::FileStore>),
+    Status(Arc<status::StatusStore>),
+}
 
-    #[test]
-    fn progress_survives_a_reopen_and_a_corrupt_file_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = ProgressStore::open(dir.path()).unwrap();
-        let key = job_key("ns/me", "ns/rule", "sink");
-        assert_eq!(store.get(&key), None);
-        let p = Progress {
-            offset: 42,
-            rows: 2,
-            fingerprint: "abc".into(),
-            window_end: None,
-            updated: String::new(),
-            partial: None,
-        };
-        store.commit(&key, p.clone()).unwrap();
-        let reopened = ProgressStore::open(dir.path()).unwrap();
-        assert_eq!(reopened.get(&key).map(|p| p.offset), Some(42));
-        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
-        assert!(text.contains("\"version\": \"1\""), "{text}");
+impl ProgressStore {
+    pub fn get(&self, key: &str) -> Option<Progress> {
+        match self {
+            ProgressStore::File(f) => f.get(key),
+            ProgressStore::Status(s) => s.get(key),
+        }
+    }
 
-        std::fs::write(
-            dir.path().join(FILE_NAME),
-            b"{\"version\": \"1\", \"progress\": ",
-        )
-        .unwrap();
-        assert!(matches!(
-            ProgressStore::open(dir.path()),
-            Err(StateError::Corrupt { .. })
-        ));
+    /// Records progress durably before returning: the file written and
+    /// synced, or the status accepted by the API server.
+    pub async fn commit(&self, key: &str, progress: Progress) -> Result<(), StateError> {
+        match self {
+            ProgressStore::File(f) => {
+                // fsyncs block: keep them off the async threads.
+                let (f, key) = (f.clone(), key.to_string());
+                tokio::task::spawn_blocking(move || f.commit(&key, progress))
+                    .await
+                    .map_err(|e| StateError::Io {
+                        path: "progress".into(),
+                        source: std::io::Error::other(e),
+                    })?
+            }
+            ProgressStore::Status(s) => s.commit(key, progress).await,
+        }
     }
 }

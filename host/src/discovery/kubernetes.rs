@@ -1,0 +1,197 @@
+//! MetricsExporters and SummaryRules from the Kubernetes API: a reflector
+//! (list, then watch, relisting on `410 Gone`) per kind and namespace, kept
+//! in memory. Every change bumps a counter, so the scheduler re-plans within
+//! moments of a label edit, a new rule or a deleted exporter.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::ListParams;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::folder::Catalog;
+use crate::api::{MetaExt, MetricsExporter, SummaryRule};
+
+/// How long the first list may take before the host gives up at start.
+pub const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where plan messages say an object came from.
+pub fn origin(key: &str) -> PathBuf {
+    PathBuf::from(format!("kubernetes:{key}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("the {kind} CRD is not installed in the cluster (kubectl apply -f crds/): {source}")]
+    NoCrd {
+        kind: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("listing {kind}s: {source}")]
+    List {
+        kind: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "the first list of {kind}s took longer than {}",
+        humantime::format_duration(INITIAL_SYNC_TIMEOUT)
+    )]
+    SyncTimeout { kind: &'static str },
+}
+
+pub struct KubeDiscovery {
+    exporters: Vec<Store<MetricsExporter>>,
+    rules: Vec<Store<SummaryRule>>,
+    changes: watch::Receiver<u64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for KubeDiscovery {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    }
+}
+
+impl KubeDiscovery {
+    /// Starts the reflectors and waits for their first list. Fails with a
+    /// hint when a CRD is missing.
+    pub async fn start(client: Client, namespaces: &[String]) -> Result<KubeDiscovery, WatchError> {
+        let (tx, rx) = watch::channel(0u64);
+        let tx = Arc::new(tx);
+        let mut tasks = Vec::new();
+        let mut exporters = Vec::new();
+        for api in apis::<MetricsExporter>(&client, namespaces) {
+            check_installed(&api, "MetricsExporter").await?;
+            exporters.push(reflect(api, tx.clone(), &mut tasks));
+        }
+        let mut rules = Vec::new();
+        for api in apis::<SummaryRule>(&client, namespaces) {
+            check_installed(&api, "SummaryRule").await?;
+            rules.push(reflect(api, tx.clone(), &mut tasks));
+        }
+        for s in &exporters {
+            ready(s, "MetricsExporter").await?;
+        }
+        for s in &rules {
+            ready(s, "SummaryRule").await?;
+        }
+        Ok(KubeDiscovery {
+            exporters,
+            rules,
+            changes: rx,
+            tasks,
+        })
+    }
+
+    /// Resolves at the next change of either kind.
+    pub async fn changed(&mut self) {
+        if self.changes.changed().await.is_err() {
+            // The watch tasks ended: nothing will change any more.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// What the API server holds now.
+    pub fn catalog(&self) -> Catalog {
+        let mut catalog = Catalog::default();
+        for store in &self.exporters {
+            for me in store.state() {
+                let key = me.metadata.key();
+                catalog
+                    .exporters
+                    .insert(key.clone(), ((*me).clone(), origin(&key)));
+            }
+        }
+        for store in &self.rules {
+            for rule in store.state() {
+                catalog.rules.insert(rule.metadata.key(), (*rule).clone());
+            }
+        }
+        catalog
+    }
+
+    /// The MetricsExporter `namespace/name`, as last seen.
+    pub fn exporter(&self, key: &str) -> Option<Arc<MetricsExporter>> {
+        let (ns, name) = key.split_once('/')?;
+        let r = reflector::ObjectRef::new(name).within(ns);
+        self.exporters.iter().find_map(|s| s.get(&r))
+    }
+}
+
+async fn check_installed<K>(api: &Api<K>, kind: &'static str) -> Result<(), WatchError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(WatchError::NoCrd {
+            kind,
+            source: kube::Error::Api(e),
+        }),
+        Err(source) => Err(WatchError::List { kind, source }),
+    }
+}
+
+fn reflect<K>(
+    api: Api<K>,
+    changes: Arc<watch::Sender<u64>>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (reader, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tasks.push(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    changes.send_modify(|n| *n += 1);
+                }
+                // The watcher relists on its own (410 Gone, dropped
+                // connections); the backoff spaces the attempts.
+                Err(e) => tracing::warn!(kind = %K::kind(&Default::default()), error = %e, "watch failed; retrying"),
+            }
+        }
+    }));
+    reader
+}
+
+async fn ready<K>(store: &Store<K>, kind: &'static str) -> Result<(), WatchError>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    match tokio::time::timeout(INITIAL_SYNC_TIMEOUT, store.wait_until_ready()).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(WatchError::SyncTimeout { kind }),
+    }
+}

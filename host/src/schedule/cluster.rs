@@ -1,0 +1,211 @@
+//! `kusto-metrics run` in Kubernetes: the catalog comes from the API server
+//! (reflectors), each MetricsExporter runs on the one replica holding its
+//! Lease, and that replica writes its status (progress, conditions, events).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::leases::{Fence, Leases};
+use super::runner::{Runner, SHUTDOWN_GRACE, Task, apply_changes, futures_join};
+use crate::config::HostConfig;
+use crate::discovery::kubernetes::KubeDiscovery;
+use crate::discovery::{ExportPlan, plan};
+use crate::state::status::StatusStore;
+use crate::telemetry::server::Health;
+
+pub async fn run(
+    config: Arc<HostConfig>,
+    runner: Runner,
+    health: Health,
+    once: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<bool> {
+    let k = config
+        .kubernetes
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no kubernetes section"))?;
+    let statuses = runner
+        .statuses()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("Kubernetes mode needs a status store"))?;
+    let client = statuses.client().clone();
+    let mut discovery = KubeDiscovery::start(client.clone(), &k.namespaces).await?;
+    let identity = statuses.identity().to_string();
+    let leases = Leases::new(
+        client,
+        &k.lease_namespace(),
+        &identity,
+        k.lease_duration,
+        k.renew_interval,
+    );
+    tracing::info!(identity = %identity, lease_namespace = %k.lease_namespace(), namespaces = ?k.namespaces, "watching the Kubernetes API");
+    let mut state = ClusterState::default();
+    if once {
+        state.sync(&discovery, &config, &leases, &statuses).await;
+        leases.tick().await;
+        let plans = state.sync(&discovery, &config, &leases, &statuses).await;
+        let mut all = tokio::task::JoinSet::new();
+        for plan in plans {
+            let (runner, statuses) = (runner.clone(), statuses.clone());
+            all.spawn(async move {
+                let summary = runner.run_plan(&plan).await;
+                statuses
+                    .report_run(&plan.key, plan.generation, &summary)
+                    .await;
+                summary.failures.is_empty()
+            });
+        }
+        let mut ok = state.invalid.is_empty();
+        while let Some(done) = all.join_next().await {
+            ok &= done.unwrap_or(false);
+        }
+        leases.release_all().await;
+        return Ok(ok);
+    }
+
+    let (stop_leases, leases_stopped) = watch::channel(false);
+    let lease_task = tokio::spawn(leases.clone().run(leases_stopped));
+    let mut lease_changes = leases.subscribe();
+    let mut tasks: HashMap<String, Task> = HashMap::new();
+    health.set_ready(true);
+    tokio::pin!(shutdown);
+    loop {
+        let plans = state.sync(&discovery, &config, &leases, &statuses).await;
+        apply_changes(&mut tasks, plans, &HashSet::new(), |plan, previous| {
+            let fence = leases.fence(&plan.key);
+            spawn(&runner, &statuses, plan, previous, fence)
+        });
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = discovery.changed() => {}
+            _ = lease_changes.changed() => {}
+            _ = tokio::time::sleep(config.reload_interval) => {}
+        }
+    }
+    tracing::info!("stopping: letting runs in progress finish, then giving the leases up");
+    let handles: Vec<JoinHandle<()>> = tasks.into_values().map(Task::stop).collect();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures_join(handles)).await;
+    let _ = stop_leases.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), lease_task).await;
+    Ok(true)
+}
+
+/// What the loop remembers between passes.
+#[derive(Default)]
+struct ClusterState {
+    /// Exporters this replica has loaded the status of.
+    loaded: BTreeSet<String>,
+    /// Invalid exporters already reported, with (generation, message).
+    invalid: HashMap<String, (Option<i64>, String)>,
+}
+
+impl ClusterState {
+    /// Plans the catalog, tells the leases which exporters this host may
+    /// run, takes over the status of exporters newly held, reports invalid
+    /// ones, and returns the plans this replica runs now.
+    async fn sync(
+        &mut self,
+        discovery: &KubeDiscovery,
+        config: &HostConfig,
+        leases: &Arc<Leases>,
+        statuses: &Arc<StatusStore>,
+    ) -> Vec<ExportPlan> {
+        let planned = plan(&discovery.catalog(), config);
+        let mut candidates: BTreeSet<String> =
+            planned.plans.iter().map(|p| p.key.clone()).collect();
+        candidates.extend(planned.errors.iter().map(|e| e.key.clone()));
+        leases.set_candidates(candidates);
+        let owned = leases.owned();
+        for gone in self.loaded.difference(&owned).cloned().collect::<Vec<_>>() {
+            statuses.forget(&gone);
+            self.loaded.remove(&gone);
+            self.invalid.remove(&gone);
+        }
+        for key in &owned {
+            if self.loaded.contains(key) {
+                continue;
+            }
+            match statuses.load_current(key).await {
+                Ok(true) => {
+                    self.loaded.insert(key.clone());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(metrics_exporter = %key, error = %e, "cannot read the exporter's status; not running it yet")
+                }
+            }
+        }
+        let mut current_invalid = HashSet::new();
+        for e in &planned.errors {
+            if !self.loaded.contains(&e.key) {
+                continue;
+            }
+            current_invalid.insert(e.key.clone());
+            let generation = discovery
+                .exporter(&e.key)
+                .and_then(|m| m.metadata.generation);
+            let seen = (generation, e.message.clone());
+            if self.invalid.get(&e.key) == Some(&seen) {
+                continue;
+            }
+            tracing::error!(metrics_exporter = %e.key, error = %e.message, "MetricsExporter cannot run");
+            statuses
+                .report_invalid(&e.key, generation, &e.message)
+                .await;
+            self.invalid.insert(e.key.clone(), seen);
+        }
+        self.invalid.retain(|k, _| current_invalid.contains(k));
+        planned
+            .plans
+            .into_iter()
+            .filter(|p| self.loaded.contains(&p.key))
+            .collect()
+    }
+}
+
+/// Runs one exporter on its interval while this replica holds its Lease;
+/// each run's outcome goes to the exporter's status.
+fn spawn(
+    runner: &Runner,
+    statuses: &Arc<StatusStore>,
+    plan: ExportPlan,
+    previous: Option<JoinHandle<()>>,
+    fence: Fence,
+) -> Task {
+    let (stop, mut stopped) = watch::channel(false);
+    let (runner, statuses, p) = (runner.clone(), statuses.clone(), plan.clone());
+    let handle = tokio::spawn(async move {
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        let mut ticker = tokio::time::interval(p.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopped.changed() => {}
+                _ = fence.lost() => {}
+            }
+            if *stopped.borrow() || !fence.is_held() {
+                break;
+            }
+            // Losing the lease mid-run drops the run at its next await:
+            // the replica that takes over starts from the last progress
+            // written, and this one writes nothing more.
+            tokio::select! {
+                summary = runner.run_plan(&p) => {
+                    statuses.report_run(&p.key, p.generation, &summary).await;
+                }
+                _ = fence.lost() => {
+                    tracing::warn!(metrics_exporter = %p.key, "lease lost during a run; stopped it");
+                    break;
+                }
+            }
+        }
+    });
+    Task { plan, stop, handle }
+}

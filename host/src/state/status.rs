@@ -1,0 +1,461 @@
+//! Progress and health in the MetricsExporter's status (Kubernetes): the
+//! replica running an exporter writes, with server-side apply, where each
+//! (rule, exporter) stands, the conditions, counts and the last error. A
+//! replica that takes an exporter over reads its progress from there, so
+//! no state file is needed and `kubectl get metricsexporters` shows health.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::{PartialChunk, Progress, StateError, split_job_key};
+use crate::api::conditions::{self, DEGRADED, EXPORTING, READY, RULES_DISCOVERED, reason};
+use crate::api::metrics_exporter::PartialProgress;
+use crate::api::{API_VERSION, MetaExt, MetricsExporter, MetricsExporterStatus, RuleProgress};
+
+/// The field manager of every status write.
+pub const FIELD_MANAGER: &str = "kusto-metrics";
+/// The longest error kept in status (the API server caps messages; a wall
+/// of text helps nobody).
+pub const MAX_ERROR_CHARS: usize = 512;
+
+/// What one run of one MetricsExporter came to, for its status.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub rows_read: u64,
+    pub points_sent: u64,
+    pub rows_skipped: u64,
+    /// Failed jobs: (condition reason, message).
+    pub failures: Vec<(&'static str, String)>,
+    /// Time (Unix ns) of the newest point delivered.
+    pub newest_point: Option<u64>,
+    /// Rules matched and those adx-mon reports unhealthy.
+    pub rules: Vec<String>,
+    pub rules_not_ready: Vec<String>,
+    /// The exporter reads its own query (`spec.body`).
+    pub direct: bool,
+}
+
+struct Entry {
+    namespace: String,
+    name: String,
+    uid: Option<String>,
+    generation: Option<i64>,
+    status: MetricsExporterStatus,
+    progress: BTreeMap<String, Progress>,
+}
+
+pub struct StatusStore {
+    client: Client,
+    identity: String,
+    entries: Mutex<HashMap<String, Entry>>,
+    recorder: Recorder,
+}
+
+fn to_progress(r: &RuleProgress) -> Progress {
+    Progress {
+        offset: r.offset.max(0) as u64,
+        rows: r.rows.max(0) as u64,
+        fingerprint: r.fingerprint.clone(),
+        window_end: r.window_end.clone(),
+        updated: r.updated.clone(),
+        partial: r.partial.as_ref().map(|p| PartialChunk {
+            end_offset: p.end_offset.max(0) as u64,
+            requests: p.requests.max(0) as usize,
+            output_key: p.output_key.clone(),
+        }),
+    }
+}
+
+fn to_rule_progress(rule: &str, exporter: &str, p: &Progress) -> RuleProgress {
+    RuleProgress {
+        rule: rule.to_string(),
+        exporter: exporter.to_string(),
+        window_end: p.window_end.clone(),
+        offset: i64::try_from(p.offset).unwrap_or(i64::MAX),
+        rows: i64::try_from(p.rows).unwrap_or(i64::MAX),
+        fingerprint: p.fingerprint.clone(),
+        partial: p.partial.as_ref().map(|c| PartialProgress {
+            end_offset: i64::try_from(c.end_offset).unwrap_or(i64::MAX),
+            requests: i64::try_from(c.requests).unwrap_or(i64::MAX),
+            output_key: c.output_key.clone(),
+        }),
+        updated: p.updated.clone(),
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn now_time() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// `text` cut to [`MAX_ERROR_CHARS`] characters.
+pub fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+impl StatusStore {
+    pub fn new(client: Client, identity: &str) -> StatusStore {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_string(),
+                instance: Some(identity.to_string()),
+            },
+        );
+        StatusStore {
+            client,
+            identity: identity.to_string(),
+            entries: Mutex::new(HashMap::new()),
+            recorder,
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes an exporter over: its progress is what its status says now.
+    pub fn load(&self, me: &MetricsExporter) {
+        let key = me.metadata.key();
+        let status = me.status.clone().unwrap_or_default();
+        let progress = status
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    crate::state::job_key(&key, &r.rule, &r.exporter),
+                    to_progress(r),
+                )
+            })
+            .collect();
+        self.lock().insert(
+            key,
+            Entry {
+                namespace: me.metadata.ns().to_string(),
+                name: me.metadata.name_or_empty().to_string(),
+                uid: me.metadata.uid.clone(),
+                generation: me.metadata.generation,
+                status,
+                progress,
+            },
+        );
+    }
+
+    /// Takes an exporter over with its status as the API server has it now
+    /// (a cache may not show the last replica's final progress yet).
+    /// `Ok(false)` when the exporter is gone.
+    pub async fn load_current(&self, key: &str) -> Result<bool, kube::Error> {
+        let Some((ns, name)) = key.split_once('/') else {
+            return Ok(false);
+        };
+        let api: Api<MetricsExporter> = Api::namespaced(self.client.clone(), ns);
+        match api.get_opt(name).await? {
+            Some(me) => {
+                self.load(&me);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// A Warning event on the exporter (`kubectl describe` shows it).
+    pub async fn warn(&self, key: &str, reason: &str, message: &str) {
+        let reference = {
+            let entries = self.lock();
+            let Some(e) = entries.get(key) else { return };
+            ObjectReference {
+                api_version: Some(API_VERSION.to_string()),
+                kind: Some("MetricsExporter".to_string()),
+                name: Some(e.name.clone()),
+                namespace: Some(e.namespace.clone()),
+                uid: e.uid.clone(),
+                ..ObjectReference::default()
+            }
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.to_string(),
+            note: Some(truncate(message)),
+            action: "Export".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &reference).await {
+            tracing::warn!(metrics_exporter = %key, error = %e, "cannot publish an event");
+        }
+    }
+
+    /// Another replica runs it now (or it is gone).
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    pub fn is_loaded(&self, key: &str) -> bool {
+        self.lock().contains_key(key)
+    }
+
+    pub fn get(&self, job_key: &str) -> Option<Progress> {
+        let (me, _, _) = split_job_key(job_key)?;
+        self.lock().get(me)?.progress.get(job_key).cloned()
+    }
+
+    /// Records progress and writes it to the status before returning.
+    pub async fn commit(&self, job_key: &str, mut progress: Progress) -> Result<(), StateError> {
+        progress.updated = now_rfc3339();
+        let Some((me, _, _)) = split_job_key(job_key) else {
+            return Err(StateError::Io {
+                path: "status".into(),
+                source: std::io::Error::other(format!("bad progress key {job_key}")),
+            });
+        };
+        let previous = {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(me) else {
+                return Err(StateError::NotHeld(me.to_string()));
+            };
+            entry.progress.insert(job_key.to_string(), progress)
+        };
+        if let Err(e) = self.write(me).await {
+            // Memory must not run ahead of what the API server holds.
+            let mut entries = self.lock();
+            if let Some(entry) = entries.get_mut(me) {
+                match previous {
+                    Some(p) => entry.progress.insert(job_key.to_string(), p),
+                    None => entry.progress.remove(job_key),
+                };
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// After a run: conditions, counts, the last error.
+    pub async fn report_run(&self, key: &str, generation: Option<i64>, run: &RunSummary) {
+        {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(key) else {
+                return;
+            };
+            entry.generation = generation;
+            let now = now_time();
+            let previous = entry.status.conditions.clone();
+            let c = |t: &str, s: bool, r: &str, m: &str| {
+                conditions::condition(&previous, t, s, r, m, generation, &now)
+            };
+            let ok = run.failures.is_empty();
+            let mut list = vec![c(
+                READY,
+                true,
+                reason::RUNNING,
+                &format!("run by {}", self.identity),
+            )];
+            list.push(if run.direct {
+                c(
+                    RULES_DISCOVERED,
+                    true,
+                    reason::RULES_MATCHED,
+                    "reads its own query (spec.body)",
+                )
+            } else if run.rules.is_empty() {
+                c(
+                    RULES_DISCOVERED,
+                    false,
+                    reason::NO_MATCHING_RULES,
+                    &format!(
+                        "the selector matches no SummaryRule in namespace {}",
+                        entry.namespace
+                    ),
+                )
+            } else {
+                c(
+                    RULES_DISCOVERED,
+                    true,
+                    reason::RULES_MATCHED,
+                    &format!("{} rule(s): {}", run.rules.len(), run.rules.join(", ")),
+                )
+            });
+            list.push(match run.failures.first() {
+                None => c(
+                    EXPORTING,
+                    true,
+                    reason::EXPORT_SUCCEEDED,
+                    "the last run delivered everything",
+                ),
+                Some((r, m)) => c(EXPORTING, false, r, &truncate(m)),
+            });
+            list.push(
+                match (run.failures.first(), run.rules_not_ready.is_empty()) {
+                    (Some((r, m)), _) => c(DEGRADED, true, r, &truncate(m)),
+                    (None, false) => c(
+                        DEGRADED,
+                        true,
+                        reason::RULES_NOT_READY,
+                        &format!(
+                            "adx-mon reports these SummaryRules unhealthy: {}",
+                            run.rules_not_ready.join(", ")
+                        ),
+                    ),
+                    (None, true) => c(DEGRADED, false, reason::AS_EXPECTED, ""),
+                },
+            );
+            let s = &mut entry.status;
+            s.conditions = list;
+            s.observed_generation = generation;
+            s.rules_matched = Some(run.rules.len() as i64);
+            s.rows_read = s.rows_read.saturating_add(run.rows_read as i64);
+            s.points_sent = s.points_sent.saturating_add(run.points_sent as i64);
+            s.rows_skipped = s.rows_skipped.saturating_add(run.rows_skipped as i64);
+            s.holder = Some(self.identity.clone());
+            if ok {
+                s.last_success = Some(now_rfc3339());
+            } else {
+                s.last_error = run.failures.first().map(|(_, m)| truncate(m));
+            }
+            if let Some(newest) = run.newest_point {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO);
+                let lag = now.saturating_sub(Duration::from_nanos(newest));
+                s.lag = Some(
+                    humantime::format_duration(Duration::from_secs(lag.as_secs())).to_string(),
+                );
+            }
+        }
+        if let Err(e) = self.write(key).await {
+            tracing::warn!(metrics_exporter = %key, error = %e, "cannot write the status");
+        }
+        if let Some((reason, message)) = run.failures.first() {
+            self.warn(key, reason, message).await;
+        }
+    }
+
+    /// The exporter cannot run: `Ready=False` with why.
+    pub async fn report_invalid(&self, key: &str, generation: Option<i64>, message: &str) {
+        {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(key) else {
+                return;
+            };
+            let now = now_time();
+            let previous = entry.status.conditions.clone();
+            let ready = conditions::condition(
+                &previous,
+                READY,
+                false,
+                reason::INVALID_SPEC,
+                &truncate(message),
+                generation,
+                &now,
+            );
+            let s = &mut entry.status;
+            s.conditions.retain(|c| c.type_ != READY);
+            s.conditions.insert(0, ready);
+            s.observed_generation = generation;
+            s.last_error = Some(truncate(message));
+            s.holder = Some(self.identity.clone());
+        }
+        if let Err(e) = self.write(key).await {
+            tracing::warn!(metrics_exporter = %key, error = %e, "cannot write the status");
+        }
+        self.warn(key, reason::INVALID_SPEC, message).await;
+    }
+
+    /// The status the replica last wrote or loaded for `key`.
+    pub fn status(&self, key: &str) -> Option<MetricsExporterStatus> {
+        self.lock().get(key).map(|e| e.status.clone())
+    }
+
+    async fn write(&self, key: &str) -> Result<(), StateError> {
+        let (namespace, name, status) = {
+            let mut entries = self.lock();
+            let Some(entry) = entries.get_mut(key) else {
+                return Err(StateError::NotHeld(key.to_string()));
+            };
+            let mut rules: Vec<RuleProgress> = entry
+                .progress
+                .iter()
+                .filter_map(|(k, p)| {
+                    let (_, rule, exporter) = split_job_key(k)?;
+                    Some(to_rule_progress(rule, exporter, p))
+                })
+                .collect();
+            rules.sort_by(|a, b| (&a.rule, &a.exporter).cmp(&(&b.rule, &b.exporter)));
+            entry.status.rules = rules;
+            if entry.status.observed_generation.is_none() {
+                entry.status.observed_generation = entry.generation;
+            }
+            (
+                entry.namespace.clone(),
+                entry.name.clone(),
+                entry.status.clone(),
+            )
+        };
+        let api: Api<MetricsExporter> = Api::namespaced(self.client.clone(), &namespace);
+        let patch = json!({
+            "apiVersion": API_VERSION,
+            "kind": "MetricsExporter",
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| StateError::Status {
+            exporter: key.to_string(),
+            source: Box::new(source),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_round_trips_through_status() {
+        let p = Progress {
+            offset: 42,
+            rows: 3,
+            fingerprint: "f".into(),
+            window_end: Some("2025-06-25T10:00:00.0000000Z".into()),
+            updated: "2025-06-25T10:00:01Z".into(),
+            partial: Some(PartialChunk {
+                end_offset: 50,
+                requests: 2,
+                output_key: "k".into(),
+            }),
+        };
+        let r = to_rule_progress("ns/r", "sink", &p);
+        assert_eq!((r.rule.as_str(), r.exporter.as_str()), ("ns/r", "sink"));
+        assert_eq!(to_progress(&r), p);
+        assert_eq!(
+            truncate(&"é".repeat(600)).chars().count(),
+            MAX_ERROR_CHARS + 1
+        );
+        assert_eq!(truncate("short"), "short");
+    }
+}

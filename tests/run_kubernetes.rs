@@ -1,0 +1,495 @@
+//! `kusto-metrics run` in Kubernetes mode, end to end: the real binary and
+//! the real kube client against the in-memory API server
+//! (tests/servers/kube_apiserver.py), local tables as the source and a real
+//! OTLP receiver as the destination.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kube::{KubeApi, condition};
+use common::receiver::Receiver;
+use serde_json::{Value, json};
+
+const NS: &str = "monitoring";
+const LEASES: &str = "kusto-metrics";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Setup {
+    dir: tempfile::TempDir,
+    api: KubeApi,
+    receiver: Receiver,
+}
+
+/// A running host; killed on drop.
+struct Host {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Host {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the host did not stop\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let api = KubeApi::start();
+        let receiver = Receiver::start();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tables/DB")).unwrap();
+        let config = format!(
+            "source:\n  local:\n    tables: tables\nreloadInterval: 200ms\nguests:\n  cacheDir: cache\nkubernetes:\n  leaseNamespace: {LEASES}\n  leaseDuration: 4s\n  renewInterval: 1s\nexporters:\n  - name: sink\n    otlp:\n      endpoint: {}\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}\n",
+            receiver.http_endpoint()
+        );
+        std::fs::write(dir.path().join("kusto-metrics.yaml"), config).unwrap();
+        Setup { dir, api, receiver }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Appends rows `v` (long) for metric `m` to `tables/DB/<table>.csv`.
+    fn append(&self, table: &str, values: impl IntoIterator<Item = i64>) {
+        use std::io::Write;
+        let path = self.path("tables/DB").join(format!("{table}.csv"));
+        let new = !path.exists();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        if new {
+            writeln!(f, "metric_name:string,v:long,t:datetime,host:string").unwrap();
+        }
+        for v in values {
+            writeln!(
+                f,
+                "m,{v},2025-06-25T10:{:02}:{:02}Z,h",
+                (v / 60) % 60,
+                v % 60
+            )
+            .unwrap();
+        }
+    }
+
+    fn spawn(&self, identity: &str, args: &[&str]) -> Host {
+        let log = self.path(&format!("host-{identity}.log"));
+        let child = Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(self.path("kusto-metrics.yaml"))
+            .args(args)
+            .env("KUBECONFIG", self.api.kubeconfig())
+            .env("POD_NAME", identity)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Host { child, log }
+    }
+
+    fn rule(&self, name: &str, team: &str, table: &str) {
+        self.api.create(
+            "summaryrules",
+            &format!(
+                "apiVersion: adx-mon.azure.com/v1\nkind: SummaryRule\nmetadata: {{name: {name}, namespace: {NS}, labels: {{team: {team}}}}}\nspec: {{database: DB, table: {table}, body: \"T\", interval: 5m}}\n"
+            ),
+        );
+    }
+
+    fn exporter(&self, name: &str, selector: &str, extra: &str) {
+        self.api.create(
+            "metricsexporters",
+            &format!(
+                "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  summaryRuleSelector: {selector}\n  exporters: [sink]\n  interval: 1s\n  transform: {{metricNameColumn: metric_name, valueColumn: v, timestampColumn: t, labelColumns: [host]}}\n{extra}"
+            ),
+        );
+    }
+
+    fn values(&self) -> Vec<i64> {
+        let mut v: Vec<i64> = self
+            .receiver
+            .points()
+            .iter()
+            .map(|p| p["asInt"].as_str().unwrap().parse().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Waits until the receiver holds exactly `want` (sorted), then checks
+    /// nothing more arrives for a while.
+    fn expect_values(&self, want: &[i64], host: &Host) {
+        let deadline = Instant::now() + WAIT;
+        while self.values() != want {
+            assert!(
+                Instant::now() < deadline,
+                "wanted {want:?}, got {:?}\n--- host ---\n{}",
+                self.values(),
+                host.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            self.values(),
+            want,
+            "nothing more, nothing twice\n{}",
+            host.log_text()
+        );
+    }
+}
+
+#[test]
+fn discovery_follows_labels_new_rules_and_deletions() {
+    let s = Setup::new();
+    s.rule("r1", "a", "T1");
+    s.rule("r2", "b", "T2");
+    s.exporter("e1", "{matchLabels: {team: a}}", "");
+    s.append("T1", [1, 2]);
+    s.append("T2", [10]);
+    let host = s.spawn("a", &[]);
+    s.expect_values(&[1, 2], &host);
+    // A label change joins a rule to the exporter.
+    s.api.label("summaryrules", NS, "r2", json!({"team": "a"}));
+    s.expect_values(&[1, 2, 10], &host);
+    // A new matching rule is picked up without touching the exporter.
+    s.append("T3", [20]);
+    s.rule("r3", "a", "T3");
+    s.expect_values(&[1, 2, 10, 20], &host);
+    // After the watch history is gone (410 on reconnect), changes still
+    // arrive: the reflector lists again.
+    s.api.expire_watches();
+    s.api.label("summaryrules", NS, "r1", json!({"team": "c"}));
+    std::thread::sleep(Duration::from_millis(1500));
+    s.append("T1", [3]);
+    s.append("T2", [11]);
+    s.expect_values(&[1, 2, 10, 11, 20], &host);
+    // A deleted exporter stops.
+    s.api.delete("metricsexporters", NS, "e1");
+    std::thread::sleep(Duration::from_millis(1500));
+    s.append("T2", [12]);
+    s.expect_values(&[1, 2, 10, 11, 20], &host);
+    assert!(
+        s.api.log_text().contains("410") || s.api.log_text().contains("Expired"),
+        "the watch saw 410 Gone"
+    );
+}
+
+#[test]
+fn status_shows_progress_conditions_and_problems() {
+    let s = Setup::new();
+    s.rule("r1", "a", "T1");
+    s.rule("sick", "s", "T9");
+    s.exporter("good", "{matchLabels: {team: a}}", "");
+    s.exporter("lonely", "{matchLabels: {team: nobody}}", "");
+    s.exporter("sickly", "{matchLabels: {team: s}}", "");
+    s.api.create(
+        "metricsexporters",
+        &format!("apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {{name: broken, namespace: {NS}}}\nspec:\n  exporters: [nowhere]\n  interval: 1s\n  transform: {{valueColumn: v, timestampColumn: t}}\n"),
+    );
+    s.api.set_status(
+        "summaryrules",
+        NS,
+        "sick",
+        json!({"conditions": [{"type": "summaryrule.adx-mon.azure.com", "status": "False", "reason": "Failed", "message": "query failed", "lastTransitionTime": "2025-06-25T10:00:00Z"}]}),
+    );
+    s.append("T1", [1, 2, 3]);
+    s.append("T9", [9]);
+    let host = s.spawn("a", &[]);
+    s.expect_values(&[1, 2, 3, 9], &host);
+    let good = s.api.wait_for("metricsexporters", NS, "good", WAIT, |v| {
+        v["status"]["rules"][0]["offset"].as_i64().unwrap_or(0) > 0
+            && condition(v, "Exporting").is_some()
+    });
+    let status = &good["status"];
+    assert_eq!(status["observedGeneration"], good["metadata"]["generation"]);
+    assert_eq!(condition(&good, "Ready").unwrap()["status"], "True");
+    assert_eq!(
+        condition(&good, "RulesDiscovered").unwrap()["status"],
+        "True"
+    );
+    assert_eq!(
+        condition(&good, "Exporting").unwrap()["reason"],
+        "ExportSucceeded"
+    );
+    assert_eq!(condition(&good, "Degraded").unwrap()["status"], "False");
+    assert_eq!(status["rulesMatched"], 1);
+    assert_eq!(status["holder"], "a");
+    assert_eq!(status["pointsSent"], 3);
+    assert!(
+        status["lastSuccess"].is_string() && status["lag"].is_string(),
+        "{status:#}"
+    );
+    let rule = &status["rules"][0];
+    assert_eq!(
+        (
+            rule["rule"].as_str(),
+            rule["exporter"].as_str(),
+            rule["rows"].as_i64()
+        ),
+        (Some("monitoring/r1"), Some("sink"), Some(3))
+    );
+    // The printer columns read these paths.
+    let crd: Value = serde_yaml::from_str(&kusto_metrics::api::crds::all()[0].1).unwrap();
+    let columns: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["jsonPath"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            ".status.conditions[?(@.type==\"Ready\")].status",
+            ".status.rulesMatched",
+            ".status.lastSuccess",
+            ".status.lag",
+            ".metadata.creationTimestamp"
+        ]
+    );
+
+    let lonely = s.api.wait_for("metricsexporters", NS, "lonely", WAIT, |v| {
+        condition(v, "RulesDiscovered").is_some()
+    });
+    let c = condition(&lonely, "RulesDiscovered").unwrap();
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("NoMatchingRules"))
+    );
+    let sickly = s.api.wait_for("metricsexporters", NS, "sickly", WAIT, |v| {
+        condition(v, "Degraded").is_some()
+    });
+    let c = condition(&sickly, "Degraded").unwrap();
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("True"), Some("RulesNotReady"))
+    );
+    assert!(c["message"].as_str().unwrap().contains("monitoring/sick"));
+    let broken = s.api.wait_for("metricsexporters", NS, "broken", WAIT, |v| {
+        condition(v, "Ready").is_some()
+    });
+    let c = condition(&broken, "Ready").unwrap();
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("InvalidSpec"))
+    );
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nowhere` is not defined"),
+        "{c}"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = s.api.events(NS);
+        if events
+            .iter()
+            .any(|e| e["reason"] == "InvalidSpec" && e.to_string().contains("broken"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no InvalidSpec event: {events:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A spec change: the status follows the new generation.
+    s.api.patch(
+        "metricsexporters",
+        NS,
+        "good",
+        json!({"spec": {"interval": "2s"}}),
+    );
+    let good = s.api.wait_for("metricsexporters", NS, "good", WAIT, |v| {
+        v["metadata"]["generation"] == 2 && v["status"]["observedGeneration"] == 2
+    });
+    assert_eq!(condition(&good, "Ready").unwrap()["observedGeneration"], 2);
+    drop(host);
+}
+
+#[test]
+fn criteria_pick_the_hosts_that_run_an_exporter() {
+    let s = Setup::new();
+    s.rule("r1", "a", "T1");
+    s.rule("r2", "b", "T2");
+    s.exporter(
+        "west",
+        "{matchLabels: {team: a}}",
+        "  criteria: {region: [westus]}\n",
+    );
+    s.exporter(
+        "east",
+        "{matchLabels: {team: b}}",
+        "  criteriaExpression: \"region == 'eastus' && env != 'dev'\"\n",
+    );
+    // criteria compare without case (CEL compares exactly).
+    s.rule("r3", "c", "T3");
+    s.exporter(
+        "anycase",
+        "{matchLabels: {team: c}}",
+        "  criteria: {Region: [EASTUS, westus]}\n",
+    );
+    s.append("T1", [1]);
+    s.append("T2", [2]);
+    s.append("T3", [3]);
+    let host = s.spawn("a", &["--cluster-labels", "region=eastus,env=prod"]);
+    s.expect_values(&[2, 3], &host);
+    let west = s.api.get("metricsexporters", NS, "west").unwrap();
+    assert!(
+        west["status"].is_null() || west["status"]["holder"].is_null(),
+        "not this host's: {west:#}"
+    );
+    let leases: Vec<String> = s
+        .api
+        .leases(LEASES)
+        .iter()
+        .map(|l| l["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        leases.contains(&"kusto-metrics-monitoring.east".to_string()),
+        "{leases:?}"
+    );
+    assert!(
+        !leases.contains(&"kusto-metrics-monitoring.west".to_string()),
+        "{leases:?}"
+    );
+}
+
+/// Which replica holds each exporter Lease.
+fn holders(api: &KubeApi) -> BTreeMap<String, String> {
+    api.leases(LEASES)
+        .iter()
+        .filter(|l| {
+            l["metadata"]["labels"]["app.kubernetes.io/component"] == "kusto-metrics-exporter"
+        })
+        .filter_map(|l| {
+            Some((
+                l["metadata"]["annotations"]["kusto-metrics.adx-mon.azure.com/metrics-exporter"]
+                    .as_str()?
+                    .to_string(),
+                l["spec"]["holderIdentity"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn two_replicas_share_the_exporters_and_one_takes_over_when_the_other_dies() {
+    let s = Setup::new();
+    let n = 6;
+    for i in 0..n {
+        s.rule(&format!("r{i}"), &format!("t{i}"), &format!("T{i}"));
+        s.exporter(
+            &format!("e{i}"),
+            &format!("{{matchLabels: {{team: t{i}}}}}"),
+            "",
+        );
+        s.append(&format!("T{i}"), [i * 100 + 1, i * 100 + 2]);
+    }
+    let mut a = s.spawn("a", &[]);
+    let b = s.spawn("b", &[]);
+    let mut want: Vec<i64> = (0..n).flat_map(|i| [i * 100 + 1, i * 100 + 2]).collect();
+    want.sort();
+    s.expect_values(&want, &a);
+    // Both run some: the work is spread.
+    let deadline = Instant::now() + WAIT;
+    let spread = loop {
+        let h = holders(&s.api);
+        let by_a = h.values().filter(|v| *v == "a").count();
+        if h.len() == n as usize && by_a > 0 && by_a < n as usize {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not spread: {h:?}\n--- a ---\n{}\n--- b ---\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Every exporter's progress is written before the kill.
+    for i in 0..n {
+        s.api
+            .wait_for("metricsexporters", NS, &format!("e{i}"), WAIT, |v| {
+                v["status"]["rules"][0]["rows"] == 2
+            });
+    }
+    a.kill();
+    let killed_at = Instant::now();
+    for i in 0..n {
+        s.append(&format!("T{i}"), [i * 100 + 3]);
+    }
+    want.extend((0..n).map(|i| i * 100 + 3));
+    want.sort();
+    s.expect_values(&want, &b);
+    let taken = killed_at.elapsed();
+    let h = holders(&s.api);
+    assert!(
+        h.values().all(|v| v == "b"),
+        "b holds every exporter: {h:?} (was {spread:?})"
+    );
+    assert!(taken < Duration::from_secs(12), "taken over in {taken:?}");
+    for i in 0..n {
+        let e = s.api.get("metricsexporters", NS, &format!("e{i}")).unwrap();
+        assert_eq!(e["status"]["holder"], "b");
+    }
+}
+
+#[test]
+fn a_restarted_replica_continues_from_the_status() {
+    let s = Setup::new();
+    s.rule("r1", "a", "T1");
+    s.exporter("e1", "{matchLabels: {team: a}}", "");
+    s.append("T1", [1, 2]);
+    let mut host = s.spawn("a", &[]);
+    s.expect_values(&[1, 2], &host);
+    s.api.wait_for("metricsexporters", NS, "e1", WAIT, |v| {
+        v["status"]["rules"][0]["rows"] == 2
+    });
+    host.terminate();
+    // A clean stop gives the lease up at once.
+    let h = holders(&s.api);
+    assert!(h.is_empty() || h.values().all(|v| v.is_empty()), "{h:?}");
+    s.append("T1", [3]);
+    assert!(
+        !s.path("state").exists(),
+        "no state folder in Kubernetes mode"
+    );
+    let host = s.spawn("a2", &[]);
+    s.expect_values(&[1, 2, 3], &host);
+}
