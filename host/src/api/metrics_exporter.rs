@@ -2,6 +2,10 @@
 //! which query to run), how their columns become metrics, and where the
 //! metrics go. The CRD in `crds/` is generated from these types.
 
+// kube's derive takes one `printcolumn(...)` per column, which clippy reads
+// as the same attribute given twice.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};

@@ -366,6 +366,38 @@ mod tests {
     }
 
     #[test]
+    fn without_manifests_the_host_watches_kubernetes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.yaml");
+        std::fs::write(&path, "source: {local: {tables: t}}\nclusterLabels: {region: eastus}\nkubernetes: {namespaces: [monitoring], leaseDuration: 10s}\n").unwrap();
+        let overrides = Overrides {
+            cluster_labels: vec!["env=prod".into()],
+            ..Overrides::default()
+        };
+        let c = HostConfig::load_with(&path, &overrides).unwrap();
+        let k = c.kubernetes.as_ref().unwrap();
+        assert_eq!(k.namespaces, ["monitoring"]);
+        assert_eq!(c.cluster_labels.0.len(), 2);
+        std::fs::write(
+            &path,
+            "manifests: m\nsource: {local: {tables: t}}\nkubernetes: {}\n",
+        )
+        .unwrap();
+        let e = HostConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("kubernetes: applies only without `manifests`"),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            "source: {local: {tables: t}}\nkubernetes: {leaseDuration: 1s}\n",
+        )
+        .unwrap();
+        let e = HostConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("kubernetes.leaseDuration"), "{e}");
+    }
+
+    #[test]
     fn an_adx_source_from_the_file_or_the_command_line() {
         let c = load("manifests: m\nsource:\n  kusto:\n    endpoints: {Db: https://c.kusto.windows.net}\n    settleDelay: 5m\n").unwrap();
         let k = c.kusto().unwrap();
@@ -380,6 +412,7 @@ mod tests {
             kusto_endpoints: vec!["Db=http://127.0.0.1:1".into()],
             kusto_auth: Some(AuthMode::None),
             settle_delay: None,
+            cluster_labels: vec![],
         };
         let c = HostConfig::load_with(&path, &overrides).unwrap();
         assert_eq!(

@@ -1,0 +1,227 @@
+//! The manifests in `deploy/` (no cluster here, so their content is
+//! checked): everything the kustomization names exists, the Deployment is
+//! what the issue asks (two replicas, probes, limits, non-root, read-only
+//! root), RBAC is the least that works, and the shipped host config loads.
+
+mod common;
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+fn docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Every object the kustomization at `dir` pulls in (recursively).
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let k = docs(&dir.join("kustomization.yaml")).remove(0);
+    let mut out = Vec::new();
+    for r in k["resources"].as_array().unwrap() {
+        let path = dir.join(r.as_str().unwrap());
+        assert!(
+            path.exists(),
+            "{} names {} which does not exist",
+            dir.display(),
+            path.display()
+        );
+        if path.is_dir() {
+            out.extend(kustomize(&path));
+        } else {
+            out.extend(docs(&path));
+        }
+    }
+    out
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn the_base_installs_everything_the_host_needs() {
+    let objects = kustomize(&common::root().join("deploy"));
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "CustomResourceDefinition",
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.contains(&k), "no {k}: {kinds:?}");
+    }
+    let crds: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        crds,
+        [
+            "metricsexporters.adx-mon.azure.com",
+            "summaryrules.adx-mon.azure.com"
+        ]
+    );
+
+    let d = find(&objects, "Deployment", "kusto-metrics");
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "kusto-metrics");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    for r in ["requests", "limits"] {
+        assert!(
+            c["resources"][r]["cpu"].is_string() && c["resources"][r]["memory"].is_string(),
+            "{r}"
+        );
+    }
+    let sc = &c["securityContext"];
+    assert_eq!(
+        (
+            sc["readOnlyRootFilesystem"].as_bool(),
+            sc["allowPrivilegeEscalation"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        env,
+        ["POD_NAME", "POD_NAMESPACE"],
+        "identity and lease namespace come from the pod"
+    );
+
+    let svc = find(&objects, "Service", "kusto-metrics");
+    assert_eq!(
+        svc["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert_eq!(
+        svc["metadata"]["annotations"]["prometheus.io/path"],
+        "/metrics"
+    );
+    assert_eq!(
+        find(&objects, "PodDisruptionBudget", "kusto-metrics")["spec"]["minAvailable"],
+        1
+    );
+}
+
+#[test]
+fn rbac_is_the_least_that_works() {
+    let objects = kustomize(&common::root().join("deploy"));
+    let rules = |kind: &str, name: &str| -> Vec<(String, String, Vec<String>)> {
+        let mut out = Vec::new();
+        for r in find(&objects, kind, name)["rules"].as_array().unwrap() {
+            for g in r["apiGroups"].as_array().unwrap() {
+                for res in r["resources"].as_array().unwrap() {
+                    let mut verbs: Vec<String> = r["verbs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_string())
+                        .collect();
+                    verbs.sort();
+                    out.push((
+                        g.as_str().unwrap().to_string(),
+                        res.as_str().unwrap().to_string(),
+                        verbs,
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let v = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rules("ClusterRole", "kusto-metrics"),
+        vec![
+            (
+                "adx-mon.azure.com".into(),
+                "metricsexporters".into(),
+                v(&["get", "list", "watch"])
+            ),
+            (
+                "adx-mon.azure.com".into(),
+                "metricsexporters/status".into(),
+                v(&["get", "patch"])
+            ),
+            (
+                "adx-mon.azure.com".into(),
+                "summaryrules".into(),
+                v(&["get", "list", "watch"])
+            ),
+            (
+                "events.k8s.io".into(),
+                "events".into(),
+                v(&["create", "patch"])
+            ),
+        ]
+    );
+    assert_eq!(
+        rules("Role", "kusto-metrics-leases"),
+        vec![(
+            "coordination.k8s.io".into(),
+            "leases".into(),
+            v(&[
+                "create", "delete", "get", "list", "patch", "update", "watch"
+            ])
+        )]
+    );
+    let text = std::fs::read_to_string(common::root().join("deploy/rbac.yaml")).unwrap();
+    assert!(!text.contains("\"*\""), "no wildcards");
+}
+
+#[test]
+fn the_shipped_host_configs_load() {
+    let root = common::root();
+    let mut configs = vec![
+        docs(&root.join("deploy/configmap.yaml")).remove(0)["data"]["kusto-metrics.yaml"].clone(),
+    ];
+    let overlay =
+        docs(&root.join("deploy/overlays/workload-identity/kustomization.yaml")).remove(0);
+    let patch: Vec<Value> =
+        serde_yaml::from_str(overlay["patches"][2]["patch"].as_str().unwrap()).unwrap();
+    configs.push(patch[0]["value"].clone());
+    for text in configs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kusto-metrics.yaml");
+        std::fs::write(&path, text.as_str().unwrap()).unwrap();
+        let c = kusto_metrics::config::HostConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            c.kubernetes.is_some() && c.manifests.is_none(),
+            "watches the API"
+        );
+        assert!(c.kusto().is_some(), "reads ADX");
+        assert!(c.listen.is_some(), "serves /metrics for the probes");
+    }
+    // The Dockerfile builds the binary the Deployment runs, as non-root.
+    let docker = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    assert!(
+        docker.contains("rustup target add wasm32-wasip2") && docker.contains("USER 65532"),
+        "{docker}"
+    );
+}
