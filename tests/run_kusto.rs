@@ -60,6 +60,11 @@ impl Setup {
     /// and sending to a receiver; `source_extra` and `guests_extra` are
     /// added to `source.kusto` and `guests`.
     fn new(source_extra: &str, guests_extra: &str) -> Setup {
+        Self::new_with(source_extra, guests_extra, "")
+    }
+
+    /// `sink_extra` is added to the OTLP exporter's settings.
+    fn new_with(source_extra: &str, guests_extra: &str, sink_extra: &str) -> Setup {
         let server = KustoServer::start();
         let receiver = Receiver::start();
         let dir = tempfile::tempdir().unwrap();
@@ -83,7 +88,7 @@ guests:
       endpoint: {otlp}
       timeout: 2s
       retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}
-",
+{sink_extra}",
             endpoint = server.endpoint(),
             otlp = receiver.http_endpoint(),
         );
@@ -512,6 +517,70 @@ fn a_window_still_too_large_at_the_floor_fails_with_the_limit_named() {
 }
 
 #[test]
+fn a_window_refused_halfway_is_read_again_and_only_the_rest_is_sent() {
+    // Three requests of two points; the receiver takes the first and
+    // refuses the second.
+    let s = Setup::new_with("", "", "      maxPointsPerRequest: 2\n");
+    s.manifest("rule.yaml", RULE);
+    s.manifest("me.yaml", SELECTING_EXPORTER);
+    ok(&s.run_once()); // progress starts here
+    let t = now_ticks();
+    s.server
+        .ingest(DB, TABLE, (1..=6).map(|i| row(i, t + i, "h")).collect());
+    s.receiver.fail_after(1, 1, 400);
+    assert!(!s.run_once().status.success());
+    let first = s.receiver.points().len();
+    assert_eq!(first, 2, "one request accepted");
+    // The same window comes back with its rows in another order, and more
+    // rows have landed since.
+    s.server.set_reverse_rows(true);
+    s.server.ingest(DB, TABLE, vec![row(7, t + 7, "h")]);
+    ok(&s.run_once());
+    assert_eq!(
+        values(&s.receiver.wait_for_points(7, WAIT)),
+        (1..=7).collect::<Vec<_>>(),
+        "each point once"
+    );
+    let windows = s.server.window_queries();
+    let (refused, again) = (&windows[1], &windows[2]);
+    assert_eq!(
+        (again.parameter_ticks("_from"), again.parameter_ticks("_to")),
+        (
+            refused.parameter_ticks("_from"),
+            refused.parameter_ticks("_to")
+        ),
+        "exactly the refused window again"
+    );
+}
+
+#[test]
+fn a_body_interval_too_large_is_not_cut_in_parts() {
+    let s = Setup::new("", "  maxRowsPerBatch: 2\n");
+    s.server.create_table(DB, "Raw", &COLUMNS);
+    s.manifest(
+        "me.yaml",
+        "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {name: direct, namespace: monitoring}\nspec:\n  database: TelemetryDB\n  body: \"Raw | where t between (_startTime .. _endTime)\"\n  exporters: [sink]\n  interval: 1m\n  transform: {metricNameColumn: metric_name, valueColumn: v, timestampColumn: t, labelColumns: [host]}\n",
+    );
+    let start = (now_ticks() / (60 * TICKS_PER_SECOND) - 1) * 60 * TICKS_PER_SECOND;
+    s.server.ingest(
+        DB,
+        "Raw",
+        (0..5)
+            .map(|i| row(i, start + i * TICKS_PER_SECOND, "h"))
+            .collect(),
+    );
+    let out = s.run_once();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not cut in parts") && err.contains("MetricsExporter monitoring/direct"),
+        "{err}"
+    );
+    let windows = s.server.window_queries();
+    assert_eq!(windows.len(), 1, "no halving of an interval");
+}
+
+#[test]
 fn progressive_frames_give_the_same_points() {
     let s = Setup::new("", "");
     s.server.set_progressive(true);
@@ -559,7 +628,7 @@ fn a_bad_row_is_skipped_and_counted_and_the_window_still_goes_out() {
 #[test]
 fn a_table_without_ingestion_time_is_read_by_its_timestamp_column() {
     let s = Setup::new("    fallbackLookback: 1s\n", "");
-    s.server.set_ingestion_time_policy(DB, TABLE, false);
+    s.server.set_ingestion_time_policy(DB, TABLE, Some(false));
     s.manifest("rule.yaml", RULE);
     s.manifest("me.yaml", SELECTING_EXPORTER);
     let now = now_ticks();
@@ -584,6 +653,30 @@ fn a_table_without_ingestion_time_is_read_by_its_timestamp_column() {
         w.csl.contains("['t'] > _from and ['t'] <= _to"),
         "{}",
         w.csl
+    );
+}
+
+#[test]
+fn without_a_policy_the_rows_tell_whether_ingestion_times_are_kept() {
+    let s = Setup::new("    fallbackLookback: 1s\n", "");
+    s.server.set_ingestion_time_policy(DB, TABLE, None);
+    s.manifest("rule.yaml", RULE);
+    s.manifest("me.yaml", SELECTING_EXPORTER);
+    // No rows yet: nothing read, nothing decided.
+    ok(&s.run_once());
+    assert!(s.server.window_queries().is_empty());
+    // Rows with ingestion times: read by ingestion time.
+    s.server.ingest(DB, TABLE, vec![row(1, now_ticks(), "a")]);
+    let out = s.run_once();
+    ok(&out);
+    assert_eq!(values(&s.receiver.wait_for_points(1, WAIT)), [1]);
+    let w = &s.server.window_queries()[0];
+    assert!(w.csl.contains("ingestion_time() > _from"), "{}", w.csl);
+    assert!(
+        s.server
+            .requests()
+            .iter()
+            .any(|r| r.csl.contains("isnotnull(ingestion_time())"))
     );
 }
 

@@ -292,7 +292,7 @@ fn a_prometheus_that_is_down_then_up_gets_everything() {
 }
 
 #[test]
-fn a_rejected_sample_is_not_retried_and_the_run_says_why() {
+fn a_refused_sample_is_left_out_named_and_the_good_ones_beside_it_land() {
     let prometheus = Prometheus::start(Mode::RemoteWrite);
     let s = Setup::new(&remote_write("prom", &prometheus.write_url()), "");
     s.manifest(
@@ -310,31 +310,43 @@ fn a_rejected_sample_is_not_retried_and_the_run_says_why() {
         &[format!("http.server.duration,1,{},web-0", rfc3339(t0))],
     );
     ok(&s.run_once());
-    // Older than what Prometheus holds for the same series: out of order.
+    // In one request: a sample older than what Prometheus holds for the
+    // series (out of order, HTTP 400) between two it takes.
     s.table(
         "Latency",
         LATENCY_HEADER,
-        &[format!(
-            "http.server.duration,2,{},web-0",
-            rfc3339(t0 - 30_000)
-        )],
+        &[
+            format!("http.server.duration,2,{},web-1", rfc3339(t0)),
+            format!("http.server.duration,3,{},web-0", rfc3339(t0 - 30_000)),
+            format!("http.server.duration,4,{},web-0", rfc3339(t0 + 10_000)),
+        ],
     );
     let out = s.run_once();
-    assert!(!out.status.success());
+    ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("HTTP 400") && err.contains("out of order"),
+        err.contains("HTTP 400")
+            && err.contains("out of order")
+            && err.contains("rejected_samples=1"),
         "the server's reason is named: {err}"
     );
+    assert!(err.contains("points_rejected=1"), "{err}");
     assert!(
         !err.contains("gave up after"),
         "a 400 is not retried: {err}"
     );
     let at = (now_ms() as f64) / 1000.0;
+    let series = prometheus.samples("http_server_duration_milliseconds", 600, at);
     assert_eq!(
-        prometheus.samples("http_server_duration_milliseconds", 600, at)[0].1,
-        vec![(t0, 1.0)]
+        series[0].1,
+        vec![(t0, 1.0), (t0 + 10_000, 4.0)],
+        "web-0: the good one landed, the refused one is out"
     );
+    assert_eq!(series[1].1, vec![(t0, 2.0)], "web-1");
+    // Progress moved: the next run sends nothing again.
+    ok(&s.run_once());
+    let later = String::from_utf8_lossy(&s.run_once().stderr).to_string();
+    assert!(!later.contains("refused"), "{later}");
 }
 
 #[test]

@@ -82,7 +82,9 @@ struct Table {
     columns: Vec<(String, String)>,
     /// (ingestion time in ticks, the row as ADX sends it).
     rows: Vec<(i64, Vec<Value>)>,
-    ingestion_time_policy: bool,
+    /// `Some(enabled)` when set explicitly; `None`: unset (rows still get
+    /// ingestion times, as new ADX tables do).
+    ingestion_time_policy: Option<bool>,
 }
 
 #[derive(Default)]
@@ -93,6 +95,8 @@ struct Inner {
     mgmt_faults: VecDeque<Fault>,
     requests: Vec<Recorded>,
     progressive: bool,
+    /// Answer rows last to first (ADX promises no order).
+    reverse_rows: bool,
     /// When set, requests without `Authorization: Bearer <this>` get 401.
     token: Option<String>,
     /// The managed-identity token endpoint: what it hands out.
@@ -173,20 +177,21 @@ impl KustoServer {
                 .map(|(n, t)| (n.to_string(), t.to_string()))
                 .collect(),
             rows: Vec::new(),
-            ingestion_time_policy: true,
+            ingestion_time_policy: Some(true),
         };
         self.lock()
             .tables
             .insert((database.to_string(), table.to_string()), t);
     }
 
-    pub fn set_ingestion_time_policy(&self, database: &str, table: &str, enabled: bool) {
+    /// `Some(enabled)`: set explicitly; `None`: never set.
+    pub fn set_ingestion_time_policy(&self, database: &str, table: &str, policy: Option<bool>) {
         let mut inner = self.lock();
         let t = inner
             .tables
             .get_mut(&(database.to_string(), table.to_string()))
             .expect("no such table");
-        t.ingestion_time_policy = enabled;
+        t.ingestion_time_policy = policy;
     }
 
     /// Appends rows ingested now.
@@ -211,8 +216,8 @@ impl KustoServer {
         }
     }
 
-    /// The next query that reads rows (one with a `where`: not a schema
-    /// query) meets `fault`; several queue up in order.
+    /// The next query that reads a window (one declaring parameters: not a
+    /// schema query or a probe) meets `fault`; several queue up in order.
     pub fn fail_next(&self, fault: Fault) {
         self.lock().faults.push_back(fault);
     }
@@ -225,6 +230,10 @@ impl KustoServer {
     /// TableProgress, TableCompletion) instead of one DataTable.
     pub fn set_progressive(&self, on: bool) {
         self.lock().progressive = on;
+    }
+
+    pub fn set_reverse_rows(&self, on: bool) {
+        self.lock().reverse_rows = on;
     }
 
     /// Require `Authorization: Bearer <token>`.
@@ -259,11 +268,11 @@ impl KustoServer {
         self.lock().requests.clone()
     }
 
-    /// The queries (not commands) that read rows: those with a `where`.
+    /// The queries that read windows: those declaring parameters.
     pub fn window_queries(&self) -> Vec<Recorded> {
         self.requests()
             .into_iter()
-            .filter(|r| r.path == "/v2/rest/query" && r.csl.contains("where"))
+            .filter(|r| r.path == "/v2/rest/query" && r.csl.contains("declare query_parameters"))
             .collect()
     }
 }
@@ -428,7 +437,7 @@ fn admit(
     };
     let fault = if command {
         g.mgmt_faults.pop_front()
-    } else if request.csl.contains("where") {
+    } else if request.csl.contains("declare query_parameters") {
         g.faults.pop_front()
     } else {
         None
@@ -486,9 +495,9 @@ async fn query(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         set_outcome(&inner, index, 200, 0);
         return v2_response(&[], &[], false, Some(limit_error(0)));
     }
-    let result = {
+    let (result, reverse) = {
         let g = inner.lock().unwrap_or_else(|p| p.into_inner());
-        run_query(&g.tables, &request)
+        (run_query(&g.tables, &request), g.reverse_rows)
     };
     let (columns, mut rows) = match result {
         Ok(r) => r,
@@ -497,6 +506,9 @@ async fn query(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
             return error_response(400, "General_BadRequest", &message, None);
         }
     };
+    if reverse {
+        rows.reverse();
+    }
     let mut end_error = match fault {
         Some(Fault::ErrorAtEnd(m)) => Some(one_api_error("InternalServiceError", &m)),
         _ => None,
@@ -559,10 +571,10 @@ async fn management(State(inner): State<Shared>, headers: HeaderMap, body: Bytes
             None,
         );
     };
-    let policy = if table.ingestion_time_policy {
-        Value::from(r#"{"IsEnabled":true}"#)
-    } else {
-        Value::Null
+    let policy = match table.ingestion_time_policy {
+        Some(true) => Value::from(r#"{"IsEnabled":true}"#),
+        Some(false) => Value::from(r#"{"IsEnabled":false}"#),
+        None => Value::Null,
     };
     let body = json!({"Tables": [{
         "TableName": "Table_0",
@@ -803,7 +815,7 @@ fn run_query(
         columns: table.columns.clone(),
         rows: table.rows.clone(),
     };
-    let policy = table.ingestion_time_policy;
+    let policy = table.ingestion_time_policy != Some(false);
     for stage in &stages[1..] {
         let (op, arg) = stage.split_once(char::is_whitespace).unwrap_or((stage, ""));
         let arg = arg.trim();
@@ -855,6 +867,11 @@ fn run_query(
                 for (_, row) in &mut data.rows {
                     row.push(Value::from(text));
                 }
+            }
+            "count" => {
+                let n = data.rows.len();
+                data.columns = vec![("Count".into(), "long".into())];
+                data.rows = vec![(0, vec![json!(n)])];
             }
             "take" | "limit" => {
                 let n: usize = arg
@@ -937,6 +954,12 @@ fn eval_term(
     row: &[Value],
     params: &HashMap<String, Scalar>,
 ) -> Result<bool, String> {
+    if let Some(inner) = term
+        .strip_prefix("isnotnull(")
+        .and_then(|t| t.strip_suffix(')'))
+    {
+        return Ok(operand(inner.trim(), columns, ingestion, policy, row, params)? != Scalar::Null);
+    }
     if let Some((left, range)) = term.split_once(" between ") {
         let range = range
             .trim()

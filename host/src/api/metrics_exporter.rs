@@ -278,6 +278,8 @@ pub struct RuleProgress {
 #[serde(rename_all = "camelCase")]
 pub struct PartialProgress {
     pub end_offset: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_offset: Option<i64>,
     pub requests: i64,
     pub output_key: String,
 }

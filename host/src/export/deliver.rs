@@ -351,6 +351,18 @@ impl Sink {
         }
     }
 
+    /// What decides how an output is cut into requests: when it changes, a
+    /// partly delivered output is not resumed by request count.
+    pub fn shape_key(&self) -> String {
+        match self {
+            Sink::Stdout(s) => format!("stdout/{}", s.max_points()),
+            Sink::OtlpHttp(h) => settings_shape("otlp-http", h.settings()),
+            Sink::OtlpGrpc(g) => settings_shape("otlp-grpc", g.settings()),
+            Sink::RemoteWrite(r) => r.shape_key(),
+            Sink::Scrape(_) => "scrape".to_string(),
+        }
+    }
+
     /// The store a scrape exporter serves from.
     pub fn scrape_store(&self) -> Option<&Arc<ScrapeStore>> {
         match self {
@@ -394,6 +406,10 @@ impl Sink {
             Sink::Scrape(_) => Ok(Delivered::default()),
         }
     }
+}
+
+fn settings_shape(kind: &str, s: &Settings) -> String {
+    format!("{kind}/{:?}/{}/{}", s.encoding, s.max_points, s.max_bytes)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

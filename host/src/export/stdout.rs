@@ -22,6 +22,10 @@ impl StdoutSink {
         }
     }
 
+    pub fn max_points(&self) -> usize {
+        self.max_points
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -105,6 +105,9 @@ pub struct JobReport {
     pub skipped: Vec<(String, u64)>,
     /// Time (Unix ns) of the newest point delivered.
     pub newest_point: Option<u64>,
+    /// Points a receiver took delivery of but refused for good (OTLP
+    /// partial success, samples Prometheus will not take).
+    pub points_rejected: u64,
 }
 
 impl JobReport {
@@ -164,10 +167,11 @@ impl<'a> Job<'a> {
         &self,
         from: Option<&Progress>,
         batch: Batch,
-        chunk_end: u64,
+        chunk: (Option<u64>, u64),
         rows_key: &str,
         report: &mut JobReport,
     ) -> Result<(), JobError> {
+        let (chunk_start, chunk_end) = chunk;
         let rows = u64::from(batch.row_count);
         report.rows_read += rows;
         self.shared
@@ -188,7 +192,12 @@ impl<'a> Job<'a> {
         if output.point_count() == 0 {
             return Ok(());
         }
-        let output_key = output_key(self.guest, &self.plan.transform.config_json, rows_key);
+        let output_key = output_key(
+            self.guest,
+            &self.plan.transform.config_json,
+            &self.sink.shape_key(),
+            rows_key,
+        );
         let skip = from
             .and_then(|p| p.partial.as_ref())
             .filter(|p| p.end_offset == chunk_end && p.output_key == output_key)
@@ -202,6 +211,7 @@ impl<'a> Job<'a> {
             let mut keep = from.cloned().unwrap_or_default();
             keep.partial = Some(PartialChunk {
                 end_offset: chunk_end,
+                start_offset: chunk_start,
                 requests: skip + export.delivered.requests,
                 output_key,
             });
@@ -282,6 +292,18 @@ impl<'a> Job<'a> {
     fn count_points(&self, points: usize, rejected: u64, report: &mut JobReport) {
         let sent = (points as u64).saturating_sub(rejected);
         report.points_sent += sent;
+        report.points_rejected += rejected;
+        if rejected > 0 {
+            self.shared
+                .metrics
+                .points_rejected
+                .get_or_create(&PointLabels {
+                    metrics_exporter: self.plan.key.clone(),
+                    rule: self.rule.key.clone(),
+                    exporter: self.sink_name.to_string(),
+                })
+                .inc_by(rejected);
+        }
         self.shared
             .metrics
             .points_sent
@@ -325,8 +347,14 @@ async fn run_local(job: &Job<'_>, tables: &Path, report: &mut JobReport) -> Resu
         .map_err(source_error)?;
         job.count_bad_rows(&path.display().to_string(), &chunk.bad_rows, report);
         // Offsets alone tell a local chunk apart: the file is append-only.
-        job.transform_and_deliver(from.as_ref(), chunk.batch, chunk.next.offset, "", report)
-            .await?;
+        job.transform_and_deliver(
+            from.as_ref(),
+            chunk.batch,
+            (None, chunk.next.offset),
+            "",
+            report,
+        )
+        .await?;
         if from.as_ref() != Some(&chunk.next) {
             shared.state.commit(&job.key, chunk.next).await?;
         }
@@ -344,11 +372,14 @@ async fn run_local(job: &Job<'_>, tables: &Path, report: &mut JobReport) -> Resu
 /// What identifies a chunk's output besides its rows: the guest is
 /// deterministic, so the same rows, guest and configuration give the same
 /// requests.
-fn output_key(guest: &Guest, config: &str, rows_key: &str) -> String {
+/// What decides the requests a chunk becomes: the guest, its
+/// configuration, how the exporter cuts requests, and the rows.
+fn output_key(guest: &Guest, config: &str, shape: &str, rows_key: &str) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(guest.provenance().digest.as_bytes());
-    hasher.update(config.as_bytes());
-    hasher.update(rows_key.as_bytes());
+    for part in [guest.provenance().digest.as_str(), config, shape, rows_key] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
     hex::encode(&hasher.finalize()[..16])
 }
 

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 use super::job::{Job, JobError, JobReport};
 use crate::source::kusto::client::response_error;
 use crate::source::kusto::kql::{self, WindowColumn};
-use crate::source::kusto::table::{TableColumn, check_columns, has_ingestion_time, table_columns};
+use crate::source::kusto::table::{
+    IngestionTime, TableColumn, check_columns, ingestion_time, table_columns,
+};
 use crate::source::kusto::window::{
     self, TICK, Window, next_aligned_window, next_ingestion_window, now_ticks, ticks,
 };
@@ -57,7 +59,12 @@ pub async fn run(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> 
     let config = &kusto.config;
     let window_column = match &job.rule.body {
         Some(_) => None,
-        None => Some(prepare(job, kusto).await?),
+        None => match prepare(job, kusto).await? {
+            Some(w) => Some(w),
+            // An empty table with no policy: nothing to read, and nothing
+            // yet tells how to read it.
+            None => return Ok(()),
+        },
     };
     let interval = ticks(job.plan.interval);
     let min_window = ticks(config.min_window);
@@ -79,18 +86,39 @@ pub async fn run(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> 
                 JobError::Internal(format!("stored windowEnd `{t}` for {}: {reason}", job.key))
             })?),
         };
-        let next = match &window_column {
-            None => next_aligned_window(progress, now, settle, interval),
-            Some(_) => next_ingestion_window(progress, now, settle, interval, max_window),
+        // A window partly delivered before is read again exactly: with its
+        // rows in a fixed order the guest gives the same requests, and only
+        // those not yet accepted are sent.
+        let resume = from
+            .as_ref()
+            .and_then(|p| p.partial.as_ref())
+            .and_then(|c| {
+                Some(Window {
+                    start: i64::try_from(c.start_offset?).ok()?,
+                    end: i64::try_from(c.end_offset).ok()?,
+                })
+            })
+            .filter(|w| w.start < w.end);
+        let next = match (resume, &window_column) {
+            (Some(w), _) => Some(w),
+            (None, None) => next_aligned_window(progress, now, settle, interval),
+            (None, Some(_)) => next_ingestion_window(progress, now, settle, interval, max_window),
         };
         let Some(next) = next else {
             return Ok(());
         };
-        let mut window = next.limit(span);
+        // A body's window is one whole interval: cutting it would split the
+        // aggregates the query computes for it.
+        let body_mode = window_column.is_none();
+        let mut window = if body_mode || resume.is_some() {
+            next
+        } else {
+            next.limit(span)
+        };
         let (batch, bad_rows) = loop {
             match read(job, kusto, window_column.as_ref(), window).await {
                 Ok(read) => break read,
-                Err(e) if e.is_too_large() => {
+                Err(e) if e.is_too_large() && !body_mode => {
                     let Some(half) = window.halve(min_window) else {
                         return Err(kusto_error(job, e));
                     };
@@ -101,6 +129,18 @@ pub async fn run(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> 
                     );
                     window = half;
                     span = half.span();
+                }
+                Err(e) if e.is_too_large() => {
+                    return Err(JobError::Columns {
+                        origin: format!(
+                            "MetricsExporter {} (body on {})",
+                            job.plan.key, job.rule.database
+                        ),
+                        message: format!(
+                            "the query's result for one interval ({}) is over a query limit, and an interval is not cut in parts (that would split its aggregates): aggregate more in spec.body or raise guests.maxRowsPerBatch; {e}",
+                            humantime::format_duration(job.plan.interval)
+                        ),
+                    });
                 }
                 Err(e) => return Err(kusto_error(job, e)),
             }
@@ -133,7 +173,7 @@ pub async fn run(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> 
         job.transform_and_deliver(
             from.as_ref(),
             batch,
-            window.end.max(0) as u64,
+            (Some(window.start.max(0) as u64), window.end.max(0) as u64),
             &rows_key,
             report,
         )
@@ -149,10 +189,19 @@ pub async fn run(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> 
 
 /// Before the first read of a rule's table: its columns against the
 /// transform's needs, and whether it keeps ingestion times.
-async fn prepare(job: &Job<'_>, kusto: &KustoRuntime) -> Result<WindowColumn, JobError> {
-    let cache_key = format!("{}|{}", job.plan.key, job.rule.key);
+async fn prepare(job: &Job<'_>, kusto: &KustoRuntime) -> Result<Option<WindowColumn>, JobError> {
+    // A changed transform (other columns, another timestamp column) or a
+    // rule pointing at another table is checked again.
+    let cache_key = format!(
+        "{}|{}|{}.{}|{}",
+        job.plan.key,
+        job.rule.key,
+        job.rule.database,
+        job.rule.table,
+        hex::encode(&Sha256::digest(job.plan.transform.config_json.as_bytes())[..8])
+    );
     if let Some(w) = lock(&kusto.prepared).get(&cache_key) {
-        return Ok(w.clone());
+        return Ok(Some(w.clone()));
     }
     let (database, table) = (&job.rule.database, &job.rule.table);
     let columns = table_columns(&kusto.client, database, table)
@@ -162,10 +211,12 @@ async fn prepare(job: &Job<'_>, kusto: &KustoRuntime) -> Result<WindowColumn, Jo
         origin: format!("rule {}: table {database}.{table}", job.rule.key),
         message,
     })?;
-    let by = if has_ingestion_time(&kusto.client, database, table)
+    let kept = ingestion_time(&kusto.client, database, table)
         .await
-        .map_err(|e| kusto_error(job, e))?
-    {
+        .map_err(|e| kusto_error(job, e))?;
+    let by = if kept == IngestionTime::Unknown {
+        return Ok(None);
+    } else if kept == IngestionTime::Kept {
         WindowColumn::IngestionTime
     } else {
         let column = timestamp_column(job, &columns).ok_or_else(|| JobError::Columns {
@@ -188,7 +239,7 @@ async fn prepare(job: &Job<'_>, kusto: &KustoRuntime) -> Result<WindowColumn, Jo
         WindowColumn::Timestamp(column)
     };
     lock(&kusto.prepared).insert(cache_key, by.clone());
-    Ok(by)
+    Ok(Some(by))
 }
 
 /// The transform's `timestampColumn` when it names a datetime column, else
@@ -234,10 +285,7 @@ async fn read(
         KustoError::new(
             database,
             "-",
-            crate::source::kusto::KustoErrorKind::Refused {
-                status: 0,
-                message: e.to_string(),
-            },
+            crate::source::kusto::KustoErrorKind::BadName(e.to_string()),
         )
     };
     let (csl, parameters) = match (by, &job.rule.body) {
@@ -302,12 +350,14 @@ async fn read(
                     crate::source::kusto::KustoErrorKind::Network(e.to_string()),
                 )
             })?;
-    parsed.map_err(|e| response_error(database, &request_id, e))
+    let (mut batch, bad_rows) = parsed.map_err(|e| response_error(database, &request_id, e))?;
+    crate::source::batch::sort_rows(&mut batch);
+    Ok((batch, bad_rows))
 }
 
-/// Tells apart two results of the same window: ADX returns rows in no fixed
-/// order, and a partly delivered window is only resumed when the rows came
-/// back the same.
+/// Tells apart two results of the same window (rows already in a fixed
+/// order): a partly delivered window is only resumed when the same rows
+/// came back.
 fn batch_digest(batch: &Batch) -> String {
     let mut h = Sha256::new();
     h.update(batch.row_count.to_le_bytes());

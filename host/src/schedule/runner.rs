@@ -234,7 +234,7 @@ fn log_job(
     match result {
         Ok(()) => tracing::info!(
             metrics_exporter = %plan.key, rule, exporter = sink,
-            rows_read = report.rows_read, points_sent = report.points_sent, skipped = %skipped, duration_ms,
+            rows_read = report.rows_read, points_sent = report.points_sent, points_rejected = report.points_rejected, skipped = %skipped, duration_ms,
             "export run"
         ),
         Err(e) => tracing::error!(

@@ -50,6 +50,10 @@ pub struct PartialChunk {
     /// Where the partly delivered chunk ends: the byte offset in a table
     /// file, or the window's end in ticks for ADX.
     pub end_offset: u64,
+    /// ADX: the window's start in ticks, so the next pass reads exactly
+    /// the same window again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_offset: Option<u64>,
     /// Requests of its output the receiver accepted.
     pub requests: usize,
     /// Identifies the output (guest digest and configuration): a different

@@ -68,6 +68,7 @@ fn to_progress(r: &RuleProgress) -> Progress {
         updated: r.updated.clone(),
         partial: r.partial.as_ref().map(|p| PartialChunk {
             end_offset: p.end_offset.max(0) as u64,
+            start_offset: p.start_offset.map(|s| s.max(0) as u64),
             requests: p.requests.max(0) as usize,
             output_key: p.output_key.clone(),
         }),
@@ -84,6 +85,7 @@ fn to_rule_progress(rule: &str, exporter: &str, p: &Progress) -> RuleProgress {
         fingerprint: p.fingerprint.clone(),
         partial: p.partial.as_ref().map(|c| PartialProgress {
             end_offset: i64::try_from(c.end_offset).unwrap_or(i64::MAX),
+            start_offset: c.start_offset.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
             requests: i64::try_from(c.requests).unwrap_or(i64::MAX),
             output_key: c.output_key.clone(),
         }),
@@ -445,6 +447,7 @@ mod tests {
             updated: "2025-06-25T10:00:01Z".into(),
             partial: Some(PartialChunk {
                 end_offset: 50,
+                start_offset: Some(7),
                 requests: 2,
                 output_key: "k".into(),
             }),

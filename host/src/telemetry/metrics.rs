@@ -51,6 +51,8 @@ pub struct Metrics {
     pub runs: Family<RunLabels, Counter>,
     pub rows_read: Family<RuleLabels, Counter>,
     pub points_sent: Family<PointLabels, Counter>,
+    /// Points a receiver refused for good.
+    pub points_rejected: Family<PointLabels, Counter>,
     pub rows_skipped: Family<SkipLabels, Counter>,
     pub export_failures: Family<FailureLabels, Counter>,
     pub export_latency: Family<ExporterLabels, Histogram>,
@@ -79,6 +81,12 @@ impl Metrics {
         let runs = Family::default();
         let rows_read = Family::default();
         let points_sent = Family::default();
+        let points_rejected = Family::default();
+        registry.register(
+            "points_rejected",
+            "Data points a receiver refused for good (OTLP partial success, samples Prometheus will not take)",
+            points_rejected.clone(),
+        );
         let rows_skipped = Family::default();
         let export_failures = Family::default();
         let export_latency = Family::<ExporterLabels, Histogram>::new_with_constructor(|| {
@@ -150,6 +158,7 @@ impl Metrics {
             runs,
             rows_read,
             points_sent,
+            points_rejected,
             rows_skipped,
             export_failures,
             export_latency,

@@ -68,7 +68,16 @@ pub async fn serve(
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string();
-                    let (body, content_type) = store.render(&accept);
+                    // Rendering 100k series takes a while: not on the async threads.
+                    let (body, content_type) =
+                        tokio::task::spawn_blocking(move || store.render(&accept))
+                            .await
+                            .unwrap_or_else(|_| {
+                                (
+                                    String::new(),
+                                    crate::export::prometheus::scrape::TEXT_CONTENT_TYPE,
+                                )
+                            });
                     ([(header::CONTENT_TYPE, content_type)], body)
                 }
             }),

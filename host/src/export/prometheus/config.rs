@@ -151,6 +151,17 @@ impl ScrapeConfig {
                 self.path
             ));
         }
+        if !self
+            .path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'))
+            || self.path.contains("//")
+        {
+            return Err(format!(
+                "path: {:?} may hold only letters, digits, `/`, `_`, `-` and `.`",
+                self.path
+            ));
+        }
         if matches!(self.path.as_str(), "/metrics" | "/healthz" | "/readyz") {
             return Err(format!(
                 "path: {} is the host's own; pick another, e.g. {DEFAULT_SCRAPE_PATH}",
@@ -197,6 +208,8 @@ mod tests {
         s.validate().unwrap();
         let s: ScrapeConfig = serde_yaml::from_str("path: /metrics").unwrap();
         assert!(s.validate().unwrap_err().contains("the host's own"));
+        let s: ScrapeConfig = serde_yaml::from_str("path: /a/{x}").unwrap();
+        assert!(s.validate().unwrap_err().contains("only letters"));
         let s: ScrapeConfig = serde_yaml::from_str("staleAfter: 0s").unwrap();
         assert!(s.validate().is_err());
     }

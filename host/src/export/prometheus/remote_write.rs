@@ -25,6 +25,63 @@ use crate::wit::Output;
 pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
 /// How much of an error answer is kept in the message.
 const ERROR_SNIPPET_BYTES: usize = 512;
+/// How much of an error answer is read at all.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Refusal reasons quoted in one log line.
+const MAX_REASONS_LOGGED: usize = 5;
+
+/// Prometheus' words for a sample it will never take, whatever else is in
+/// the request.
+const SAMPLE_REJECTIONS: [&str; 5] = [
+    "out of order sample",
+    "out of bounds",
+    "duplicate sample for timestamp",
+    "too old sample",
+    "sample timestamp out of order",
+];
+
+fn is_sample_rejection(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    SAMPLE_REJECTIONS.iter().any(|r| m.contains(r))
+}
+
+fn sample_count(r: &prompb::WriteRequest) -> usize {
+    r.timeseries.iter().map(|t| t.samples.len()).sum()
+}
+
+/// Two requests with about half the samples each, in the same order.
+fn split(r: prompb::WriteRequest) -> (prompb::WriteRequest, prompb::WriteRequest) {
+    let half = sample_count(&r) / 2;
+    let mut first = prompb::WriteRequest {
+        timeseries: Vec::new(),
+        metadata: r.metadata.clone(),
+    };
+    let mut second = prompb::WriteRequest {
+        timeseries: Vec::new(),
+        metadata: r.metadata,
+    };
+    let mut taken = 0;
+    for mut ts in r.timeseries {
+        if taken >= half {
+            second.timeseries.push(ts);
+            continue;
+        }
+        let room = half - taken;
+        if ts.samples.len() <= room {
+            taken += ts.samples.len();
+            first.timeseries.push(ts);
+        } else {
+            let rest = ts.samples.split_off(room);
+            taken += room;
+            second.timeseries.push(prompb::TimeSeries {
+                labels: ts.labels.clone(),
+                samples: rest,
+            });
+            first.timeseries.push(ts);
+        }
+    }
+    (first, second)
+}
 
 /// The messages of Prometheus' `prompb/remote.proto` and `types.proto`
 /// that remote write 1.0 uses.
@@ -138,6 +195,10 @@ impl RemoteWrite {
         &self.name
     }
 
+    pub fn shape_key(&self) -> String {
+        format!("remote-write/{}/{:?}", self.max_samples, self.options)
+    }
+
     /// Sends `output` as remote-write requests, leaving out the first
     /// `skip` (accepted before a later one failed).
     pub async fn send_from(
@@ -154,34 +215,15 @@ impl RemoteWrite {
         let requests = requests(&converted, self.max_samples);
         let mut delivered = Delivered::default();
         for (i, (samples, request)) in requests.into_iter().enumerate().skip(skip) {
-            let body = Bytes::from(
-                snap::raw::Encoder::new()
-                    .compress_vec(&prost::Message::encode_to_vec(&request))
-                    .map_err(|e| {
-                        ExportError::new(&self.name, ErrorKind::Io(format!("snappy: {e}")))
-                    })?,
-            );
-            let size = body.len();
-            let result = retry::retry(&self.retry, self.timeout, &self.name, |_| {
-                self.post(body.clone())
-            })
-            .await;
-            match result {
-                Ok(_) => {
+            let mut size = 0usize;
+            match self.send_salvaging(request, &mut size).await {
+                Ok(rejected) => {
                     delivered.requests += 1;
                     delivered.points += samples;
+                    delivered.rejected_points += rejected;
                     delivered.bytes += size as u64;
                 }
-                Err(failure) => {
-                    let kind = if failure.gave_up {
-                        ErrorKind::RetriesExhausted {
-                            attempts: failure.attempts,
-                            elapsed: failure.elapsed,
-                            last: Box::new(failure.error),
-                        }
-                    } else {
-                        failure.error
-                    };
+                Err(kind) => {
                     return Err(ExportError {
                         exporter: self.name.clone(),
                         kind,
@@ -192,6 +234,76 @@ impl RemoteWrite {
             }
         }
         Ok(delivered)
+    }
+
+    /// One request with retries. When the server refuses it for a sample it
+    /// will never take (out of order, out of bounds, a duplicate with another
+    /// value), Prometheus drops the whole request: the request is split in
+    /// halves and sent again until only the refused samples are left out,
+    /// so the good samples beside a bad one still land. Returns how many
+    /// samples were left out.
+    async fn send_salvaging(
+        &self,
+        request: prompb::WriteRequest,
+        bytes: &mut usize,
+    ) -> Result<u64, ErrorKind> {
+        let mut pending = vec![request];
+        let mut rejected = 0u64;
+        let mut reasons: Vec<String> = Vec::new();
+        while let Some(request) = pending.pop() {
+            let body = Bytes::from(
+                snap::raw::Encoder::new()
+                    .compress_vec(&prost::Message::encode_to_vec(&request))
+                    .map_err(|e| ErrorKind::Io(format!("snappy: {e}")))?,
+            );
+            *bytes += body.len();
+            let result = retry::retry(&self.retry, self.timeout, &self.name, |_| {
+                self.post(body.clone())
+            })
+            .await;
+            let error = match result {
+                Ok(_) => continue,
+                Err(failure) if failure.gave_up => {
+                    return Err(ErrorKind::RetriesExhausted {
+                        attempts: failure.attempts,
+                        elapsed: failure.elapsed,
+                        last: Box::new(failure.error),
+                    });
+                }
+                Err(failure) => failure.error,
+            };
+            let ErrorKind::RemoteWrite {
+                status: 400,
+                message,
+                ..
+            } = &error
+            else {
+                return Err(error);
+            };
+            if !is_sample_rejection(message) {
+                return Err(error);
+            }
+            let count = sample_count(&request);
+            if count <= 1 {
+                rejected += count as u64;
+                if reasons.len() < MAX_REASONS_LOGGED {
+                    reasons.push(message.clone());
+                }
+                continue;
+            }
+            let (a, b) = split(request);
+            // Later half first on the stack: the earlier half goes first,
+            // keeping samples of a series in time order.
+            pending.push(b);
+            pending.push(a);
+        }
+        if rejected > 0 {
+            tracing::error!(
+                exporter = %self.name, rejected_samples = rejected, reasons = ?reasons,
+                "Prometheus refused samples for good (HTTP 400); they are left out, the rest was written"
+            );
+        }
+        Ok(rejected)
     }
 
     async fn post(&self, body: Bytes) -> Result<u64, ErrorKind> {
@@ -212,8 +324,8 @@ impl RemoteWrite {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let text = response.text().await.unwrap_or_default();
-        let mut message = text.trim().to_string();
+        let body = read_limited(response, MAX_ERROR_BODY).await;
+        let mut message = String::from_utf8_lossy(&body).trim().to_string();
         if message.len() > ERROR_SNIPPET_BYTES {
             let mut cut = ERROR_SNIPPET_BYTES;
             while !message.is_char_boundary(cut) {
@@ -231,6 +343,20 @@ impl RemoteWrite {
             retry_after,
         })
     }
+}
+
+/// At most `max` bytes of a body: a misbehaving proxy cannot make the host
+/// buffer without bound.
+async fn read_limited(mut response: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = max.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= max {
+            break;
+        }
+    }
+    out
 }
 
 /// The requests of an output, each with its sample count: series in order,
@@ -355,6 +481,37 @@ mod tests {
             }
         }
         assert_eq!(requests(&c, 1000).len(), 1);
+    }
+
+    #[test]
+    fn splitting_keeps_every_sample_in_order() {
+        let c = converted();
+        let (_, request) = requests(&c, 1000).remove(0);
+        let all: Vec<(String, i64)> = request
+            .timeseries
+            .iter()
+            .flat_map(|t| {
+                t.samples
+                    .iter()
+                    .map(move |s| (format!("{:?}", t.labels), s.timestamp))
+            })
+            .collect();
+        let (a, b) = split(request.clone());
+        assert_eq!(sample_count(&a), sample_count(&request) / 2);
+        let joined: Vec<(String, i64)> = a
+            .timeseries
+            .iter()
+            .chain(b.timeseries.iter())
+            .flat_map(|t| {
+                t.samples
+                    .iter()
+                    .map(move |s| (format!("{:?}", t.labels), s.timestamp))
+            })
+            .collect();
+        assert_eq!(joined, all);
+        assert!(is_sample_rejection("out of order sample"));
+        assert!(is_sample_rejection("Out of bounds"));
+        assert!(!is_sample_rejection("unauthorized"));
     }
 
     #[test]

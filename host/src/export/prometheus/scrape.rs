@@ -130,32 +130,67 @@ impl ScrapeStore {
             if !family.help.is_empty() {
                 state.help = family.help.clone();
             }
+            // A histogram's series (buckets, sum and count of one label set)
+            // are taken or refused together: half a histogram is wrong.
+            let histogram = family.family_type == FamilyType::Histogram;
+            let mut groups: Vec<Vec<super::series::Series>> = Vec::new();
+            let mut slots: std::collections::HashMap<Vec<(String, String)>, usize> =
+                std::collections::HashMap::new();
             for series in family.series {
-                let Some(last) = series.samples.last().copied() else {
-                    continue;
-                };
-                points += series.samples.len();
-                let key = (series.name, series.labels);
-                match state.series.get_mut(&key) {
-                    Some(held) => {
-                        if last.timestamp_ms >= held.timestamp_ms {
-                            held.value = last.value;
-                            held.timestamp_ms = last.timestamp_ms;
+                let mut slot: Vec<(String, String)> = series
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| !histogram || k != super::series::LE)
+                    .cloned()
+                    .collect();
+                if !histogram {
+                    slot.push(("__name__".into(), series.name.clone()));
+                }
+                match slots.get(&slot) {
+                    Some(&i) => groups[i].push(series),
+                    None => {
+                        slots.insert(slot, groups.len());
+                        groups.push(vec![series]);
+                    }
+                }
+            }
+            for group in groups {
+                let new = group
+                    .iter()
+                    .filter(|s| {
+                        !state
+                            .series
+                            .contains_key(&(s.name.clone(), s.labels.clone()))
+                    })
+                    .count();
+                let admit = added + new <= room;
+                for series in group {
+                    let Some(last) = series.samples.last().copied() else {
+                        continue;
+                    };
+                    points += series.samples.len();
+                    let key = (series.name, series.labels);
+                    match state.series.get_mut(&key) {
+                        Some(held) => {
+                            if last.timestamp_ms >= held.timestamp_ms {
+                                held.value = last.value;
+                                held.timestamp_ms = last.timestamp_ms;
+                            }
+                            held.updated = now;
                         }
-                        held.updated = now;
+                        None if admit => {
+                            state.series.insert(
+                                key,
+                                Latest {
+                                    value: last.value,
+                                    timestamp_ms: last.timestamp_ms,
+                                    updated: now,
+                                },
+                            );
+                            added += 1;
+                        }
+                        None => refused += 1,
                     }
-                    None if added < room => {
-                        state.series.insert(
-                            key,
-                            Latest {
-                                value: last.value,
-                                timestamp_ms: last.timestamp_ms,
-                                updated: now,
-                            },
-                        );
-                        added += 1;
-                    }
-                    None => refused += 1,
                 }
             }
             if state.series.is_empty() {
@@ -303,6 +338,55 @@ fn write_sample(
     out.push('\n');
 }
 
+/// A sample to write: its name, labels and latest point.
+type SampleRef<'a> = (&'a String, &'a Vec<(String, String)>, &'a Latest);
+
+/// A family's samples in exposition order: for a histogram, each label set
+/// together (buckets by rising `le`, then `_count`, then `_sum`), as
+/// OpenMetrics requires; otherwise as stored.
+fn ordered<'a>(
+    name: &str,
+    f: &'a FamilyState,
+) -> Vec<SampleRef<'a>> {
+    let mut out: Vec<_> = f.series.iter().map(|((s, l), v)| (s, l, v)).collect();
+    if f.family_type == FamilyType::Histogram {
+        let rank = |sample: &str| -> u8 {
+            match sample.strip_prefix(name) {
+                Some("_bucket") => 0,
+                Some("_count") => 1,
+                _ => 2,
+            }
+        };
+        let le = |labels: &[(String, String)]| -> f64 {
+            labels
+                .iter()
+                .find(|(k, _)| k == super::series::LE)
+                .map(|(_, v)| {
+                    if v == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        v.parse().unwrap_or(f64::NAN)
+                    }
+                })
+                .unwrap_or(0.0)
+        };
+        let base = |labels: &[(String, String)]| -> Vec<(String, String)> {
+            labels
+                .iter()
+                .filter(|(k, _)| k != super::series::LE)
+                .cloned()
+                .collect()
+        };
+        out.sort_by(|a, b| {
+            base(a.1)
+                .cmp(&base(b.1))
+                .then(rank(a.0).cmp(&rank(b.0)))
+                .then(le(a.1).total_cmp(&le(b.1)))
+        });
+    }
+    out
+}
+
 fn render_text(inner: &Inner) -> String {
     let mut out = String::new();
     for (name, f) in &inner.families {
@@ -310,7 +394,7 @@ fn render_text(inner: &Inner) -> String {
             let _ = writeln!(out, "# HELP {name} {}", escape_help(&f.help, false));
         }
         let _ = writeln!(out, "# TYPE {name} {}", f.family_type.as_str());
-        for ((sample, labels), l) in &f.series {
+        for (sample, labels, l) in ordered(name, f) {
             write_sample(&mut out, sample, labels, l, false);
         }
     }
@@ -336,7 +420,7 @@ fn render_openmetrics(inner: &Inner) -> String {
         if !f.help.is_empty() {
             let _ = writeln!(out, "# HELP {family} {}", escape_help(&f.help, true));
         }
-        for ((sample, labels), l) in &f.series {
+        for (sample, labels, l) in ordered(name, f) {
             write_sample(&mut out, sample, labels, l, true);
         }
     }
@@ -417,6 +501,55 @@ mod tests {
             text.contains("g{code=\"200\",host=\"web-1\",ok=\"true\",ratio=\"0.25\"} 0 2\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_histogram_is_written_label_set_by_label_set_in_bound_order() {
+        let s = store(1000, Duration::from_secs(60));
+        s.update(&Resource::default_host(), &fixture::output())
+            .unwrap();
+        let (om, _) = s.render("application/openmetrics-text");
+        let lines: Vec<&str> = om
+            .lines()
+            .filter(|l| l.starts_with("latency_seconds"))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let web1: Vec<&&str> = lines.iter().filter(|l| l.contains("web-1")).collect();
+        assert_eq!(web1.len(), 5, "{om}");
+        assert!(
+            web1[0].contains("le=\"0.1\"")
+                && web1[1].contains("le=\"1\"")
+                && web1[2].contains("le=\"+Inf\""),
+            "{web1:?}"
+        );
+        assert!(
+            web1[3].starts_with("latency_seconds_count")
+                && web1[4].starts_with("latency_seconds_sum"),
+            "{web1:?}"
+        );
+        // Each label set's lines together.
+        let first = lines.iter().position(|l| l.contains("web-1")).unwrap();
+        assert!(
+            lines[first..first + 5].iter().all(|l| l.contains("web-1")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_histogram_is_taken_whole_or_not_at_all() {
+        // Room for 4 series: web-1's 5 do not fit, the next set's 4 do, then
+        // web-2's 3 do not.
+        let s = store(4, Duration::from_secs(60));
+        let mut out = fixture::output();
+        out.metrics.retain(|m| m.name == "latency");
+        s.update(&Resource::default_host(), &out).unwrap();
+        let (text, _) = s.render("");
+        assert!(!text.contains("web-1"), "{text}");
+        assert!(
+            text.contains("latency_seconds_count 0 "),
+            "the set without labels (4 series) fits: {text}"
+        );
+        assert_eq!(s.series_count(), 4);
     }
 
     #[test]

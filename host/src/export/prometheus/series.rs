@@ -152,6 +152,14 @@ impl<'a> Labels<'a> {
         reserved: &[&str],
     ) -> Result<Vec<(String, String)>, ConvertError> {
         if let Some(l) = self.cache.get(&set) {
+            // Cached for another kind of metric: its reserved labels count.
+            if let Some((label, _)) = l.iter().find(|(k, _)| reserved.contains(&k.as_str())) {
+                return Err(ConvertError::ReservedLabel {
+                    metric: metric.to_string(),
+                    attribute: label.clone(),
+                    label: label.clone(),
+                });
+            }
             return Ok(l.clone());
         }
         let mut labels: Vec<(String, String, String)> = Vec::new();
@@ -631,6 +639,29 @@ mod tests {
                 value: 7.0,
                 timestamp_ms: 5
             }]
+        );
+    }
+
+    #[test]
+    fn an_le_attribute_is_refused_on_a_histogram_even_after_a_gauge_used_its_set() {
+        let mut out = one_gauge_with(&[("le", "x")]);
+        let mut histogram = fixture::output();
+        histogram.metrics.retain(|m| m.name == "latency");
+        let MetricData::Histogram(mut h) = histogram.metrics.remove(0).data else {
+            panic!()
+        };
+        h.points.truncate(1);
+        h.points[0].attribute_set = 0;
+        out.metrics.push(Metric {
+            name: "lat".into(),
+            description: String::new(),
+            unit: String::new(),
+            data: MetricData::Histogram(h),
+        });
+        let e = convert(&Resource::default_host(), &out, &opts()).unwrap_err();
+        assert!(
+            matches!(e, ConvertError::ReservedLabel { ref label, .. } if label == "le"),
+            "{e}"
         );
     }
 

@@ -20,6 +20,10 @@ use crate::source::InputError;
 pub const APPLICATION: &str = "kusto-metrics";
 /// Longest error body kept for a message.
 const MAX_ERROR_BODY: usize = 2048;
+/// The most of an error answer read at all.
+const MAX_ERROR_READ: usize = 64 * 1024;
+/// The most the client waits past the server's own timeout.
+const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(15);
 
 /// One query.
 #[derive(Debug, Clone)]
@@ -77,6 +81,10 @@ impl KustoClient {
         );
         // The host only reads: ADX refuses anything that would write.
         options.insert("request_readonly".into(), Value::from(true));
+        // Rows just ingested must be visible by the time a window closes;
+        // weak consistency (a workload group's or cluster's default) can
+        // show them minutes late, after the window has moved on.
+        options.insert("queryconsistency".into(), Value::from("strongconsistency"));
         if let Some(n) = query.max_records {
             options.insert("truncationmaxrecords".into(), Value::from(n));
         }
@@ -123,7 +131,7 @@ impl KustoClient {
         let last_id = Mutex::new(String::new());
         let result = retry(
             &self.retry,
-            self.config.timeout,
+            attempt_timeout(self.config.timeout),
             &format!("kusto {database}"),
             |_| {
                 let request_id = format!("KM.{activity};{}", uuid::Uuid::new_v4());
@@ -195,11 +203,21 @@ impl KustoClient {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let bytes = response.bytes().await.map_err(|e| {
-            KustoErrorKind::Network(format!("reading the answer: {}", error_chain(&e)))
-        })?;
         if status == 200 {
-            return Ok(bytes);
+            return response.bytes().await.map_err(|e| {
+                KustoErrorKind::Network(format!("reading the answer: {}", error_chain(&e)))
+            });
+        }
+        // An error answer is read only so far: a proxy's endless page must
+        // not fill memory.
+        let mut bytes = Vec::new();
+        let mut response = response;
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = MAX_ERROR_READ.saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if bytes.len() >= MAX_ERROR_READ {
+                break;
+            }
         }
         let message = error_message(&bytes);
         Err(match status {
@@ -232,6 +250,13 @@ pub fn response_error(database: &str, request_id: &str, e: InputError) -> KustoE
         _ => KustoErrorKind::Response(e),
     };
     KustoError::new(database, request_id, kind)
+}
+
+/// The client waits a little longer than the `servertimeout` it sends, so
+/// ADX can answer with its own timeout error rather than the client hanging
+/// up at the same instant.
+pub fn attempt_timeout(server: Duration) -> Duration {
+    server + (server / 2).min(CLIENT_TIMEOUT_MARGIN)
 }
 
 /// `hh:mm:ss`, the timespan format of request options.

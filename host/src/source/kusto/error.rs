@@ -51,6 +51,9 @@ pub enum KustoErrorKind {
     Timeout(Duration),
     #[error("network: {0}")]
     Network(String),
+    /// A table or column name that cannot be quoted safely in KQL.
+    #[error("{0}")]
+    BadName(String),
     #[error(transparent)]
     Response(InputError),
 }
@@ -78,6 +81,7 @@ impl KustoError {
             KustoErrorKind::ResultTooLarge(_) => "too-large",
             KustoErrorKind::Timeout(_) => "timeout",
             KustoErrorKind::Network(_) => "network",
+            KustoErrorKind::BadName(_) => "name",
             KustoErrorKind::Response(_) => "response",
         }
     }
@@ -117,6 +121,7 @@ impl Classify for KustoError {
             | KustoErrorKind::Network(_)
             | KustoErrorKind::Credential { .. } => RetryClass::Retryable,
             KustoErrorKind::NoEndpoint(_)
+            | KustoErrorKind::BadName(_)
             | KustoErrorKind::Unauthorized { .. }
             | KustoErrorKind::Refused { .. }
             | KustoErrorKind::ResultTooLarge(_)

@@ -120,6 +120,17 @@ pub fn schema_query(table: &str) -> Result<String, NameError> {
     ))
 }
 
+/// One row's count (0 or 1): whether `table` has any row, or any row with
+/// an ingestion time.
+pub fn probe_query(table: &str, with_ingestion_time: bool) -> Result<String, NameError> {
+    let filter = if with_ingestion_time {
+        "\n| where isnotnull(ingestion_time())"
+    } else {
+        ""
+    };
+    Ok(format!("{}{filter}\n| take 1\n| count", quote_name(table)?))
+}
+
 /// The management command that shows whether `ingestion_time()` is kept.
 pub fn ingestion_policy_command(table: &str) -> Result<String, NameError> {
     Ok(format!(

@@ -109,13 +109,23 @@ pub async fn table_columns(
         .collect())
 }
 
-/// Whether `ingestion_time()` has values in `table`: its ingestion-time
-/// policy is enabled.
-pub async fn has_ingestion_time(
+/// Whether `ingestion_time()` has values in a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestionTime {
+    Kept,
+    NotKept,
+    /// No policy set and no rows yet: decided when rows arrive.
+    Unknown,
+}
+
+/// The table's ingestion-time policy; when none is set explicitly, its rows
+/// tell (new tables keep ingestion times unless the policy says otherwise,
+/// and rows ingested before a policy change have none).
+pub async fn ingestion_time(
     client: &KustoClient,
     database: &str,
     table: &str,
-) -> Result<bool, KustoError> {
+) -> Result<IngestionTime, KustoError> {
     let csl = kql::ingestion_policy_command(table).map_err(|e| name_error(database, e))?;
     let answer = client.management(database, &csl).await?;
     let origin = format!("ingestion-time policy of {database}.{table}");
@@ -132,22 +142,55 @@ pub async fn has_ingestion_time(
     let enabled = match policy {
         Some(Value::String(text)) => serde_json::from_str::<Value>(text)
             .ok()
-            .and_then(|p| p.get("IsEnabled").and_then(Value::as_bool))
-            .unwrap_or(false),
-        Some(Value::Object(p)) => p.get("IsEnabled").and_then(Value::as_bool) == Some(true),
-        _ => false,
+            .and_then(|p| p.get("IsEnabled").and_then(Value::as_bool)),
+        Some(Value::Object(p)) => p.get("IsEnabled").and_then(Value::as_bool),
+        _ => None,
     };
-    Ok(enabled)
+    match enabled {
+        Some(true) => return Ok(IngestionTime::Kept),
+        Some(false) => return Ok(IngestionTime::NotKept),
+        None => {}
+    }
+    if probe(client, database, table, true).await? {
+        return Ok(IngestionTime::Kept);
+    }
+    Ok(if probe(client, database, table, false).await? {
+        IngestionTime::NotKept
+    } else {
+        IngestionTime::Unknown
+    })
+}
+
+async fn probe(
+    client: &KustoClient,
+    database: &str,
+    table: &str,
+    with_ingestion_time: bool,
+) -> Result<bool, KustoError> {
+    let csl = kql::probe_query(table, with_ingestion_time).map_err(|e| name_error(database, e))?;
+    let answer = client
+        .query(&Query {
+            database: database.to_string(),
+            csl,
+            parameters: Vec::new(),
+            max_records: None,
+            activity: "Probe",
+        })
+        .await?;
+    let origin = format!("rows of {database}.{table}");
+    let batch = parse_v2_bytes(&origin, &answer.body, sample_context(table))
+        .map_err(|e| response_error(database, &answer.request_id, e))?;
+    Ok(batch.columns.first().is_some_and(|c| match &c.values {
+        ColumnValues::Longs(v) => v.first().is_some_and(|n| *n > 0),
+        _ => false,
+    }))
 }
 
 fn name_error(database: &str, e: kql::NameError) -> KustoError {
     KustoError::new(
         database,
         "-",
-        super::error::KustoErrorKind::Refused {
-            status: 0,
-            message: e.to_string(),
-        },
+        super::error::KustoErrorKind::BadName(e.to_string()),
     )
 }
 
