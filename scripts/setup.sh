@@ -8,10 +8,13 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
 fi
 
 # Test servers from Debian's packages: a real Prometheus (remote write and
-# scrape tests). Installed only when missing; the package's service is not
-# started (the tests start their own on free loopback ports).
+# scrape tests) and a real OCI registry with htpasswd for its basic-auth
+# variant (guest module tests). Installed only when missing; the packages'
+# services are not started (the tests start their own on free loopback ports).
 DEBIAN_PACKAGES=()
 command -v prometheus >/dev/null 2>&1 || DEBIAN_PACKAGES+=(prometheus)
+command -v docker-registry >/dev/null 2>&1 || DEBIAN_PACKAGES+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || DEBIAN_PACKAGES+=(apache2-utils)
 if [ ${#DEBIAN_PACKAGES[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -92,9 +92,16 @@ pub struct TestTransformArgs {
     /// headers, or `.jsonl`.
     #[arg(long, short = 'i')]
     pub input: PathBuf,
-    /// A guest component (.wasm) to run instead of the transform's `module`.
-    #[arg(long, short = 'm')]
-    pub module: Option<PathBuf>,
+    /// A guest to run instead of the transform's `module`: a component
+    /// (.wasm) file, or oci://REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST].
+    #[arg(long, short = 'm', value_name = "FILE|oci://REF")]
+    pub module: Option<String>,
+    /// A registry spoken to over plain HTTP (HOST[:PORT], repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Registry credentials (a Docker config.json).
+    #[arg(long, env = "KUSTO_METRICS_DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
     /// Print one line of JSON instead of indented JSON.
     #[arg(long)]
     pub compact: bool,

@@ -21,6 +21,9 @@ use kusto_metrics::{telemetry, test_transform};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // oci-client's HTTP stack uses rustls without a built-in crypto
+    // provider; ring is the one the rest of the binary uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_format, &cli.log_level);
     match run(cli) {
@@ -69,6 +72,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 input: args.input,
                 module: args.module,
                 pretty: !args.compact,
+                registries: kusto_metrics::transform::modules::config::RegistriesConfig {
+                    insecure: args.insecure_registries,
+                    docker_config: args.docker_config,
+                    ..Default::default()
+                },
+                blob_dir: args.guest.cache_dir.as_ref().map(|d| d.join("modules")),
             };
             let (stdout, summary) = test_transform::run(&runtime, &options)?;
             eprint!("{summary}");

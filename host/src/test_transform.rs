@@ -8,25 +8,66 @@ use anyhow::{Context, bail};
 use crate::config::transform_file::{self, ModuleRef};
 use crate::export::{self, Resource};
 use crate::source::{self, batch::sample_context};
+use crate::transform::modules::Fetched;
+use crate::transform::modules::config::RegistriesConfig;
+use crate::transform::modules::oci::Registries;
+use crate::transform::modules::store::BlobStore;
 use crate::transform::{Guest, Runtime, builtin};
 use crate::wit::Output;
 
 pub struct Options {
     pub transform: PathBuf,
     pub input: PathBuf,
-    /// Overrides the transform's `module`.
-    pub module: Option<PathBuf>,
+    /// Overrides the transform's `module`: a `.wasm` file, or
+    /// `oci://registry/repository[:tag][@sha256:...]`.
+    pub module: Option<String>,
     pub pretty: bool,
+    /// For OCI modules.
+    pub registries: RegistriesConfig,
+    /// Where pulled modules are kept.
+    pub blob_dir: Option<PathBuf>,
+}
+
+/// `--module`: an OCI reference or a file.
+pub fn module_arg(text: &str) -> anyhow::Result<ModuleRef> {
+    if let Some(r) = text.strip_prefix("oci://") {
+        return transform_file::oci_ref(r, None, None, transform_file::PullPolicy::IfNotPresent)
+            .map(ModuleRef::Oci)
+            .map_err(|e| anyhow::anyhow!("--module: {e}"));
+    }
+    Ok(ModuleRef::File(PathBuf::from(text)))
 }
 
 /// Runs the transform and returns (stdout text, stderr summary).
 pub fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<(String, String)> {
     let spec = transform_file::load(&options.transform)?;
     let module = match &options.module {
-        Some(path) => Some(ModuleRef::File(path.clone())),
+        Some(text) => Some(module_arg(text)?),
         None => spec.module.clone(),
     };
-    let guest = load_guest(runtime, module.as_ref())?;
+    let (guest, pulled) = match &module {
+        Some(ModuleRef::Oci(r)) => {
+            let fetched = pull(r, options)?;
+            let name = r
+                .reference
+                .rsplit('/')
+                .next()
+                .unwrap_or(&r.reference)
+                .to_string();
+            let note = format!(
+                "module: oci://{} (manifest {}, {})\n",
+                r.reference,
+                fetched.manifest_digest.clone().unwrap_or_default(),
+                if fetched.from_cache {
+                    "from the cache"
+                } else {
+                    "pulled"
+                }
+            );
+            (runtime.load(&name, &fetched.bytes)?, note)
+        }
+        other => (load_guest(runtime, other.as_ref())?, String::new()),
+    };
     guest.validate(&spec.config_json)?;
     let table = options
         .input
@@ -44,8 +85,24 @@ pub fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<(String, Stri
     } else {
         json
     };
-    let summary = summary(&guest, batch.row_count, &output);
+    let summary = format!("{pulled}{}", summary(&guest, batch.row_count, &output));
     Ok((stdout, summary))
+}
+
+/// Pulls (or reads from the cache) an OCI module, on a runtime of its own.
+fn pull(r: &transform_file::OciRef, options: &Options) -> anyhow::Result<Fetched> {
+    let dir = options
+        .blob_dir
+        .clone()
+        .or_else(|| crate::transform::cache::default_cache_dir().map(|d| d.join("modules")))
+        .unwrap_or_else(|| std::env::temp_dir().join("kusto-metrics-modules"));
+    let registries =
+        Registries::new(&options.registries, BlobStore::new(dir)).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime to pull the module")?;
+    Ok(rt.block_on(registries.fetch(r, None))?)
 }
 
 pub fn load_guest(runtime: &Runtime, module: Option<&ModuleRef>) -> anyhow::Result<Guest> {
@@ -62,6 +119,12 @@ pub fn load_guest(runtime: &Runtime, module: Option<&ModuleRef>) -> anyhow::Resu
             ),
         },
         Some(ModuleRef::File(path)) => (guest_name(path), read_module(path)?),
+        Some(ModuleRef::ConfigMap { name, .. }) => bail!(
+            "transform.module.configMap `{name}` lives in a cluster; try the module here with --module FILE or --module oci://..."
+        ),
+        Some(ModuleRef::Oci(r)) => {
+            bail!("oci://{} is pulled by run(), not load_guest", r.reference)
+        }
     };
     Ok(runtime.load(&name, &bytes)?)
 }

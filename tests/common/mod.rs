@@ -9,6 +9,7 @@ pub mod kube;
 pub mod kusto_server;
 pub mod prometheus;
 pub mod receiver;
+pub mod registry;
 
 /// The repository root.
 pub fn root() -> PathBuf {

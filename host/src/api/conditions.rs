@@ -11,6 +11,8 @@ pub const RULES_DISCOVERED: &str = "RulesDiscovered";
 pub const EXPORTING: &str = "Exporting";
 /// Something is wrong that does not stop the exporter (a rule, an exporter).
 pub const DEGRADED: &str = "Degraded";
+/// The guest module asked for is fetched, verified and loaded.
+pub const MODULE_READY: &str = "ModuleReady";
 
 pub mod reason {
     pub const RUNNING: &str = "Running";
@@ -25,6 +27,8 @@ pub mod reason {
     pub const TRANSFORM_FAILED: &str = "TransformFailed";
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const NO_TIMESTAMP_POLICY: &str = "NoIngestionTimePolicy";
+    pub const MODULE_LOADED: &str = "ModuleLoaded";
+    pub const MODULE_NOT_READY: &str = "ModuleNotReady";
 }
 
 /// A condition with `lastTransitionTime` kept from `previous` when the

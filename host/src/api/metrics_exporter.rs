@@ -246,6 +246,28 @@ pub struct MetricsExporterStatus {
     /// The replica running the exporter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,
+    /// The guest module that runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<ModuleStatus>,
+}
+
+/// What runs: where it came from and its digests.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleStatus {
+    /// `builtin column-mapping`, `file ...`, `configMap name key k`, `oci://...`.
+    pub source: String,
+    /// The OCI manifest digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    /// `sha256:` of the component (the OCI layer digest).
+    pub layer_digest: String,
+    pub size: i64,
+    /// When it was fetched (RFC 3339).
+    pub pulled_at: String,
+    /// e.g. a tag without a digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// Where one (rule, exporter) stands. For ADX, `windowEnd`; for local

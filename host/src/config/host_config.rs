@@ -15,6 +15,7 @@ use crate::export::config::ExporterConfig;
 use crate::source::kusto::KustoConfig;
 use crate::source::kusto::config::AuthMode;
 use crate::transform::limits;
+use crate::transform::modules::config::RegistriesConfig;
 
 /// Rows handed to a guest per call, at most. Keeps one call well inside the
 /// guest's memory limit; a table with more new rows is read in several chunks.
@@ -42,6 +43,8 @@ struct RawConfig {
     reload_interval: Option<String>,
     #[serde(default)]
     kubernetes: Option<KubernetesConfig>,
+    #[serde(default)]
+    registries: RegistriesConfig,
     /// This host's labels for `criteria` and `criteriaExpression`.
     #[serde(default)]
     cluster_labels: BTreeMap<String, String>,
@@ -92,6 +95,8 @@ pub struct HostConfig {
     pub kubernetes: Option<KubernetesConfig>,
     /// For `criteria` and `criteriaExpression`.
     pub cluster_labels: ClusterLabels,
+    /// How OCI guest modules are pulled (paths already absolute).
+    pub registries: RegistriesConfig,
     pub source: SourceConfig,
     pub state_dir: PathBuf,
     pub exporters: Vec<ExporterConfig>,
@@ -280,11 +285,26 @@ impl HostConfig {
                 }
             }
         }
+        let mut registries = raw.registries;
+        registries
+            .validate()
+            .map_err(|e| format!("registries.{e}"))?;
+        for p in [
+            &mut registries.ca_file,
+            &mut registries.docker_config,
+            &mut registries.cache_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = base.join(&*p);
+        }
         Ok(HostConfig {
             path: path.to_path_buf(),
             manifests,
             kubernetes,
             cluster_labels,
+            registries,
             source,
             state_dir: base.join(raw.state.unwrap_or_else(|| PathBuf::from("state"))),
             exporters,

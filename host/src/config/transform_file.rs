@@ -11,6 +11,104 @@ pub enum ModuleRef {
     Builtin(String),
     /// A path, already resolved against the manifest's folder.
     File(PathBuf),
+    /// A `binaryData` entry of a ConfigMap in the exporter's namespace.
+    ConfigMap {
+        name: String,
+        key: String,
+        /// Expected sha256 (hex) of the module.
+        sha256: Option<String>,
+    },
+    Oci(OciRef),
+}
+
+/// An OCI artifact holding a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciRef {
+    /// `registry/repository[:tag][@sha256:...]`.
+    pub reference: String,
+    /// The manifest digest the artifact is pinned to (from `digest` or the
+    /// reference's `@sha256:`).
+    pub digest: Option<String>,
+    /// A `kubernetes.io/dockerconfigjson` Secret in the exporter's namespace.
+    pub pull_secret: Option<String>,
+    pub pull_policy: PullPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// A tag is resolved once, then its digest is kept.
+    #[default]
+    IfNotPresent,
+    /// A tag is resolved before every run.
+    Always,
+}
+
+impl ModuleRef {
+    /// How messages and status name it.
+    pub fn describe(&self) -> String {
+        match self {
+            ModuleRef::Builtin(n) => format!("builtin {n}"),
+            ModuleRef::File(p) => format!("file {}", p.display()),
+            ModuleRef::ConfigMap { name, key, .. } => format!("configMap {name} key {key}"),
+            ModuleRef::Oci(o) => match &o.digest {
+                Some(d) if !o.reference.contains('@') => format!("oci://{}@{d}", o.reference),
+                _ => format!("oci://{}", o.reference),
+            },
+        }
+    }
+}
+
+fn is_sha256_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
+}
+
+/// Checks an OCI reference and its pin: `ref@sha256:X` and `digest: Y`
+/// must agree.
+pub fn oci_ref(
+    reference: &str,
+    digest: Option<&str>,
+    pull_secret: Option<String>,
+    pull_policy: PullPolicy,
+) -> Result<OciRef, String> {
+    let reference = reference.trim().trim_start_matches("oci://").to_string();
+    if reference.is_empty() || !reference.contains('/') {
+        return Err(format!(
+            "transform.module.oci.ref: `{reference}` is not a registry reference like registry.example.com/team/transform:1.2"
+        ));
+    }
+    let in_ref = reference.split_once('@').map(|(_, d)| d.to_string());
+    if let Some(d) = &in_ref
+        && !is_sha256_digest(d)
+    {
+        return Err(format!(
+            "transform.module.oci.ref: `{d}` is not a sha256 digest (sha256: and 64 hex digits)"
+        ));
+    }
+    if let Some(d) = digest
+        && !is_sha256_digest(d)
+    {
+        return Err(format!(
+            "transform.module.oci.digest: `{d}` is not a sha256 digest (sha256: and 64 hex digits)"
+        ));
+    }
+    let digest = match (in_ref, digest) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(format!(
+                "transform.module.oci: the reference pins {a} but digest says {b}; they must agree"
+            ));
+        }
+        (a, b) => a.or(b.map(str::to_string)),
+    };
+    Ok(OciRef {
+        reference,
+        digest,
+        pull_secret,
+        pull_policy,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,13 +200,41 @@ fn module_ref(m: &Value, base: &Path) -> Result<ModuleRef, String> {
         );
     };
     let (kind, v) = map.iter().next().ok_or("transform.module is empty")?;
+    let field = |name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
     match (kind.as_str(), v.as_str()) {
         ("builtin", Some(name)) => Ok(ModuleRef::Builtin(name.to_string())),
         ("file", Some(p)) => Ok(ModuleRef::File(base.join(p))),
         ("builtin" | "file", None) => Err(format!("transform.module.{kind} must be a string")),
-        ("configMap" | "oci", _) => Err(format!(
-            "transform.module.{kind} is not supported by this version; use `builtin` or `file`"
-        )),
+        ("configMap", _) => {
+            let name = field("name").ok_or("transform.module.configMap.name is required")?;
+            let key = field("key").ok_or("transform.module.configMap.key is required")?;
+            let sha256 = field("sha256");
+            if let Some(h) = &sha256
+                && !is_sha256_digest(&format!("sha256:{h}"))
+            {
+                return Err(format!(
+                    "transform.module.configMap.sha256: `{h}` is not 64 lowercase hex digits"
+                ));
+            }
+            Ok(ModuleRef::ConfigMap { name, key, sha256 })
+        }
+        ("oci", _) => {
+            let reference = field("ref").ok_or("transform.module.oci.ref is required")?;
+            let secret = v
+                .pointer("/pullSecretRef/name")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let policy = match field("pullPolicy").as_deref() {
+                None | Some("IfNotPresent") => PullPolicy::IfNotPresent,
+                Some("Always") => PullPolicy::Always,
+                Some(other) => {
+                    return Err(format!(
+                        "transform.module.oci.pullPolicy: `{other}` (expected IfNotPresent or Always)"
+                    ));
+                }
+            };
+            oci_ref(&reference, field("digest").as_deref(), secret, policy).map(ModuleRef::Oci)
+        }
         (other, _) => Err(format!(
             "transform.module has unknown kind `{other}` (expected builtin, file, configMap or oci)"
         )),
@@ -137,6 +263,44 @@ mod tests {
         .unwrap();
         assert_eq!(bare.config_json, r#"{"valueColumn":"v"}"#);
         assert_eq!(bare.module, None);
+
+        let oci = |m: &str| {
+            transform_spec(
+                serde_json::from_str(&format!(r#"{{"module": {m}}}"#)).unwrap(),
+                Path::new("."),
+            )
+        };
+        let d = format!("sha256:{}", "a".repeat(64));
+        let pinned = oci(&format!(
+            r#"{{"oci": {{"ref": "reg.example.com/team/t:1.2", "digest": "{d}"}}}}"#
+        ))
+        .unwrap();
+        let Some(ModuleRef::Oci(o)) = pinned.module else {
+            panic!()
+        };
+        assert_eq!(
+            (o.digest.as_deref(), o.pull_policy),
+            (Some(d.as_str()), PullPolicy::IfNotPresent)
+        );
+        let e = oci(&format!(
+            r#"{{"oci": {{"ref": "reg.example.com/t@sha256:{}", "digest": "{d}"}}}}"#,
+            "b".repeat(64)
+        ))
+        .unwrap_err();
+        assert!(e.contains("must agree"), "{e}");
+        assert!(
+            oci(r#"{"oci": {"ref": "reg/t", "digest": "sha256:abc"}}"#)
+                .unwrap_err()
+                .contains("not a sha256 digest")
+        );
+        assert!(oci(r#"{"oci": {"ref": "reg/t", "pullPolicy": "Never"}}"#).is_err());
+        let cm = oci(r#"{"configMap": {"name": "guests", "key": "ratio.wasm"}}"#).unwrap();
+        assert!(matches!(cm.module, Some(ModuleRef::ConfigMap { .. })));
+        assert!(
+            oci(r#"{"configMap": {"name": "guests"}}"#)
+                .unwrap_err()
+                .contains("key is required")
+        );
 
         let err = parse("s.yaml", "kind: SummaryRule\nspec: {}\n", Path::new(".")).unwrap_err();
         assert!(

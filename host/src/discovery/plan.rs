@@ -159,6 +159,14 @@ fn plan_one(
     let base = file.parent().unwrap_or(Path::new("."));
     let transform =
         transform_spec(spec.transform.clone(), base).map_err(|e| format!("spec.transform: {e}"))?;
+    if config.kubernetes.is_none()
+        && let Some(crate::config::transform_file::ModuleRef::ConfigMap { name, .. }) =
+            &transform.module
+    {
+        return Err(format!(
+            "spec.transform.module.configMap: `{name}`: a ConfigMap module needs Kubernetes mode; in local mode use file or oci"
+        ));
+    }
     if config.kubernetes.is_some()
         && let Some(crate::config::transform_file::ModuleRef::File(path)) = &transform.module
     {

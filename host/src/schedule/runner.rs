@@ -22,6 +22,8 @@ use crate::telemetry::Metrics;
 use crate::telemetry::metrics::RunLabels;
 use crate::telemetry::server::Health;
 use crate::transform::Runtime;
+use crate::transform::modules::oci::Registries;
+use crate::transform::modules::store::BlobStore;
 
 /// How long a stopping host waits for runs in progress.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -61,6 +63,18 @@ impl Runner {
             }
             sinks.insert(e.name.clone(), Arc::new(sink));
         }
+        let kube_client = statuses.as_ref().map(|s| s.client().clone());
+        let store_dir = config
+            .registries
+            .cache_dir
+            .clone()
+            .or_else(|| config.cache_dir.clone().map(|d| d.join("modules")))
+            .or_else(|| crate::transform::cache::default_cache_dir().map(|d| d.join("modules")))
+            .unwrap_or_else(|| config.state_dir.join("modules"));
+        let registries = Arc::new(
+            Registries::new(&config.registries, BlobStore::new(store_dir))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.path.display()))?,
+        );
         let state = match &statuses {
             Some(s) => ProgressStore::Status(s.clone()),
             None => ProgressStore::File(Arc::new(FileStore::open(&config.state_dir)?)),
@@ -79,7 +93,7 @@ impl Runner {
             shared: Arc::new(Shared {
                 config,
                 sinks,
-                guests: GuestCache::new(runtime),
+                guests: GuestCache::new(runtime, registries, kube_client, metrics.clone()),
                 state,
                 metrics,
                 resource: Resource::default_host(),
@@ -125,13 +139,33 @@ impl Runner {
         };
         let started = Instant::now();
         let shared = &self.shared;
-        let module = plan.transform.module.clone();
         let config = plan.transform.config_json.clone();
-        let s = shared.clone();
+        let resolved = match shared
+            .guests
+            .resolve(&plan.key, &plan.namespace, plan.transform.module.as_ref())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(metrics_exporter = %plan.key, error = %e, reason = e.reason.as_str(), "no usable guest module; nothing exported until one is");
+                self.count_run(plan, "failed");
+                summary.module_problem = Some((e.reason.as_str(), e.to_string()));
+                summary.failures.push((
+                    crate::api::conditions::reason::MODULE_NOT_READY,
+                    e.to_string(),
+                ));
+                return summary;
+            }
+        };
+        summary.module = Some(resolved.info.clone());
+        summary.module_problem = resolved
+            .problem
+            .as_ref()
+            .map(|e| (e.reason.as_str(), e.to_string()));
+        let g = resolved.guest.clone();
         let guest = tokio::task::spawn_blocking(move || {
-            let guest = s.guests.get(module.as_ref()).map_err(|e| e.to_string())?;
-            let requirements = guest.validate(&config).map_err(|e| e.to_string())?;
-            Ok::<_, String>((guest, Arc::new(requirements)))
+            let requirements = g.validate(&config).map_err(|e| e.to_string())?;
+            Ok::<_, String>((g, Arc::new(requirements)))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));

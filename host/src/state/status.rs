@@ -16,7 +16,10 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::{PartialChunk, Progress, StateError, split_job_key};
-use crate::api::conditions::{self, DEGRADED, EXPORTING, READY, RULES_DISCOVERED, reason};
+use crate::api::conditions::{
+    self, DEGRADED, EXPORTING, MODULE_READY, READY, RULES_DISCOVERED, reason,
+};
+use crate::api::metrics_exporter::ModuleStatus;
 use crate::api::metrics_exporter::PartialProgress;
 use crate::api::{API_VERSION, MetaExt, MetricsExporter, MetricsExporterStatus, RuleProgress};
 
@@ -41,6 +44,11 @@ pub struct RunSummary {
     pub rules_not_ready: Vec<String>,
     /// The exporter reads its own query (`spec.body`).
     pub direct: bool,
+    /// The guest that ran, if any.
+    pub module: Option<crate::schedule::guests::ModuleInfo>,
+    /// What is wrong with the module asked for: (reason, message). With
+    /// `module` set, the last good one ran instead.
+    pub module_problem: Option<(&'static str, String)>,
 }
 
 struct Entry {
@@ -266,12 +274,42 @@ impl StatusStore {
                 conditions::condition(&previous, t, s, r, m, generation, &now)
             };
             let ok = run.failures.is_empty();
-            let mut list = vec![c(
-                READY,
-                true,
-                reason::RUNNING,
-                &format!("run by {}", self.identity),
-            )];
+            let mut list = vec![match (&run.module, &run.module_problem) {
+                (None, Some((_, m))) => c(
+                    READY,
+                    false,
+                    reason::MODULE_NOT_READY,
+                    &truncate(&format!("no usable guest module, and none ran before: {m}")),
+                ),
+                _ => c(
+                    READY,
+                    true,
+                    reason::RUNNING,
+                    &format!("run by {}", self.identity),
+                ),
+            }];
+            list.push(match (&run.module_problem, &run.module) {
+                (Some((r, m)), Some(info)) => c(
+                    MODULE_READY,
+                    false,
+                    r,
+                    &truncate(&format!(
+                        "{m}; still running the last good module {}",
+                        info.source
+                    )),
+                ),
+                (Some((r, m)), None) => c(MODULE_READY, false, r, &truncate(m)),
+                (None, Some(info)) => c(
+                    MODULE_READY,
+                    true,
+                    reason::MODULE_LOADED,
+                    &info
+                        .warning
+                        .clone()
+                        .unwrap_or_else(|| format!("running {}", info.source)),
+                ),
+                (None, None) => c(MODULE_READY, true, reason::MODULE_LOADED, ""),
+            });
             list.push(if run.direct {
                 c(
                     RULES_DISCOVERED,
@@ -323,6 +361,16 @@ impl StatusStore {
             );
             let s = &mut entry.status;
             s.conditions = list;
+            if let Some(info) = &run.module {
+                s.module = Some(ModuleStatus {
+                    source: info.source.clone(),
+                    manifest_digest: info.manifest_digest.clone(),
+                    layer_digest: info.layer_digest.clone(),
+                    size: i64::try_from(info.size).unwrap_or(i64::MAX),
+                    pulled_at: info.pulled_at.clone(),
+                    warning: info.warning.clone(),
+                });
+            }
             s.observed_generation = generation;
             s.rules_matched = Some(run.rules.len() as i64);
             s.rows_read = s.rows_read.saturating_add(run.rows_read as i64);

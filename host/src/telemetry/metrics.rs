@@ -46,6 +46,19 @@ pub struct ExporterLabels {
     pub exporter: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleFetchLabels {
+    /// builtin, file, configMap, oci.
+    pub source: String,
+    /// fetched, cached.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub runs: Family<RunLabels, Counter>,
@@ -63,6 +76,10 @@ pub struct Metrics {
     /// 1 when a rule's ADX table has no ingestion-time policy and is read
     /// by its timestamp column instead.
     pub timestamp_fallback: Family<RuleLabels, Gauge>,
+    /// Guest modules fetched or read from the cache.
+    pub module_fetches: Family<ModuleFetchLabels, Counter>,
+    /// Guest modules that could not be used, by reason.
+    pub module_failures: Family<ReasonLabels, Counter>,
     /// Series a scrape exporter holds.
     pub scrape_series: Family<ExporterLabels, Gauge>,
     /// New series a full scrape exporter refused.
@@ -96,6 +113,18 @@ impl Metrics {
         let lag_seconds = Family::default();
         let pending_bytes = Family::default();
         let timestamp_fallback = Family::default();
+        let module_fetches = Family::default();
+        let module_failures = Family::default();
+        registry.register(
+            "module_fetches",
+            "Guest modules fetched (result=fetched) or read from the cache without the network (result=cached)",
+            module_fetches.clone(),
+        );
+        registry.register(
+            "module_failures",
+            "Guest modules that could not be fetched, verified or loaded, by reason",
+            module_failures.clone(),
+        );
         let scrape_series = Family::default();
         let scrape_series_refused = Family::default();
         registry.register(
@@ -165,6 +194,8 @@ impl Metrics {
             lag_seconds,
             pending_bytes,
             timestamp_fallback,
+            module_fetches,
+            module_failures,
             scrape_series,
             scrape_series_refused,
         }

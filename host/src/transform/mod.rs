@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod guest;
 pub mod limits;
+pub mod modules;
 pub mod sandbox;
 
 pub use engine::Runtime;

@@ -344,10 +344,7 @@ type SampleRef<'a> = (&'a String, &'a Vec<(String, String)>, &'a Latest);
 /// A family's samples in exposition order: for a histogram, each label set
 /// together (buckets by rising `le`, then `_count`, then `_sum`), as
 /// OpenMetrics requires; otherwise as stored.
-fn ordered<'a>(
-    name: &str,
-    f: &'a FamilyState,
-) -> Vec<SampleRef<'a>> {
+fn ordered<'a>(name: &str, f: &'a FamilyState) -> Vec<SampleRef<'a>> {
     let mut out: Vec<_> = f.series.iter().map(|((s, l), v)| (s, l, v)).collect();
     if f.family_type == FamilyType::Histogram {
         let rank = |sample: &str| -> u8 {
