@@ -413,3 +413,26 @@ fn a_module_swapped_while_running_is_used_from_the_next_run_and_progress_is_kept
         "the new guest is named in the log: {text}"
     );
 }
+
+#[test]
+fn the_ship_your_own_transform_example_runs() {
+    let port = common::prometheus::free_port();
+    let out = Command::new("bash")
+        .arg(common::root().join("examples/custom-guest-oci/run.sh"))
+        .env("PORT", port.to_string())
+        .env("KUSTO_METRICS", common::bin())
+        .env("GUEST", guest("histogram-buckets"))
+        .env("PYTHON", common::receiver::venv().join("bin/python"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("pushed 127.0.0.1") && err.contains("sha256:"), "{err}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("OTLP/JSON lines"))
+        .collect();
+    let metric = &lines[0]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0];
+    assert_eq!(metric["name"], "request_duration_ms");
+    assert_eq!(metric["histogram"]["dataPoints"].as_array().unwrap().len(), 3);
+}

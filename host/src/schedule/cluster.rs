@@ -73,7 +73,12 @@ pub async fn run(
     let mut tasks: HashMap<String, Task> = HashMap::new();
     health.set_ready(true);
     tokio::pin!(shutdown);
+    let mut swept = std::time::Instant::now();
     loop {
+        if swept.elapsed() >= super::runner::MODULE_SWEEP_INTERVAL {
+            runner.sweep_modules();
+            swept = std::time::Instant::now();
+        }
         let plans = state.sync(&discovery, &config, &leases, &statuses).await;
         apply_changes(&mut tasks, plans, &HashSet::new(), |plan, previous| {
             let fence = leases.fence(&plan.key);

@@ -27,6 +27,8 @@ use crate::transform::modules::store::BlobStore;
 
 /// How long a stopping host waits for runs in progress.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How often unused pulled modules are looked for.
+pub const MODULE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// What every job needs, shared.
 pub struct Shared {
@@ -100,6 +102,20 @@ impl Runner {
                 kusto,
             }),
         })
+    }
+
+    /// Removes pulled modules no exporter runs and none used for a while.
+    pub fn sweep_modules(&self) {
+        let keep = self.shared.guests.in_use();
+        let removed = self
+            .shared
+            .guests
+            .registries()
+            .store()
+            .sweep(&keep, crate::transform::modules::store::DEFAULT_RETENTION);
+        if removed > 0 {
+            tracing::info!(removed, "removed unused guest modules from the cache");
+        }
     }
 
     /// Where status goes (Kubernetes).
@@ -357,10 +373,15 @@ pub async fn run(
     apply(&runner, &mut tasks, plans);
     health.set_ready(true);
     tokio::pin!(shutdown);
+    let mut swept = Instant::now();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(config.reload_interval) => {}
+        }
+        if swept.elapsed() >= MODULE_SWEEP_INTERVAL {
+            runner.sweep_modules();
+            swept = Instant::now();
         }
         match folder.scan() {
             Ok((_, false)) => {}
