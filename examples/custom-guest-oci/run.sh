@@ -54,7 +54,7 @@ echo "pushed $REGISTRY/team/histogram:1.0 as $DIGEST" >&2
 # 3. A MetricsExporter referencing it by digest, and a host config that
 #    knows the registry speaks plain HTTP.
 mkdir -p "$WORK/manifests" "$WORK/tables/TelemetryDB"
-sed -e "s|REGISTRY|$REGISTRY|" -e "s|DIGEST|$DIGEST|" "$HERE/metricsexporter.yaml" > "$WORK/manifests/metricsexporter.yaml"
+sed -e "s|127.0.0.1:5000|$REGISTRY|" -e "s|sha256:0\{64\}|$DIGEST|" "$HERE/metricsexporter.yaml" > "$WORK/manifests/metricsexporter.yaml"
 cp "$HERE/summaryrule.yaml" "$WORK/manifests/"
 cp "$HERE/RequestDurations.csv" "$WORK/tables/TelemetryDB/"
 cat > "$WORK/kusto-metrics.yaml" <<YAML
