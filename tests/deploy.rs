@@ -159,6 +159,8 @@ fn rbac_is_the_least_that_works() {
     assert_eq!(
         rules("ClusterRole", "kusto-metrics"),
         vec![
+            ("".into(), "configmaps".into(), v(&["get"])),
+            ("".into(), "secrets".into(), v(&["get"])),
             (
                 "adx-mon.azure.com".into(),
                 "metricsexporters".into(),

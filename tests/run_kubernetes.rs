@@ -514,11 +514,15 @@ fn configmap_modules_run_and_a_broken_update_keeps_the_last_good_one() {
     let s = Setup::new();
     let wasm = std::fs::read(common::guest_path("column-mapping")).unwrap();
     let digest = sha256_hex(&wasm);
-    s.api.create_core("configmaps", NS, json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "guests", "namespace": NS},
-        "binaryData": {"mapping.wasm": b64(&wasm)},
-    }));
+    s.api.create_core(
+        "configmaps",
+        NS,
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "guests", "namespace": NS},
+            "binaryData": {"mapping.wasm": b64(&wasm)},
+        }),
+    );
     s.rule("r1", "a", "T1");
     s.rule("r2", "b", "T2");
     s.exporter("pinned", "{matchLabels: {team: a}}", "");
@@ -529,28 +533,57 @@ fn configmap_modules_run_and_a_broken_update_keeps_the_last_good_one() {
     s.append("T2", [50]);
     let host = s.spawn("a", &[]);
     s.expect_values(&[1, 2], &host);
-    let pinned = s.api.wait_for("metricsexporters", NS, "pinned", WAIT, |v| v["status"]["module"].is_object());
+    let pinned = s.api.wait_for("metricsexporters", NS, "pinned", WAIT, |v| {
+        v["status"]["module"].is_object()
+    });
     let module = &pinned["status"]["module"];
     assert_eq!(module["source"], "configMap guests key mapping.wasm");
     assert_eq!(module["layerDigest"], format!("sha256:{digest}"));
     assert_eq!(module["size"], wasm.len());
     assert_eq!(condition(&pinned, "ModuleReady").unwrap()["status"], "True");
     // Never a good module: it does not run, and says why.
-    let missing = s.api.wait_for("metricsexporters", NS, "missing", WAIT, |v| condition(v, "ModuleReady").is_some());
+    let missing = s
+        .api
+        .wait_for("metricsexporters", NS, "missing", WAIT, |v| {
+            condition(v, "ModuleReady").is_some()
+        });
     let ready = condition(&missing, "Ready").unwrap();
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("ModuleNotReady")));
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("ModuleNotReady"))
+    );
     let m = condition(&missing, "ModuleReady").unwrap();
-    assert_eq!((m["status"].as_str(), m["reason"].as_str()), (Some("False"), Some("PullFailed")));
-    assert!(m["message"].as_str().unwrap().contains("no binaryData key `nope.wasm` (it has: mapping.wasm)"), "{m}");
+    assert_eq!(
+        (m["status"].as_str(), m["reason"].as_str()),
+        (Some("False"), Some("PullFailed"))
+    );
+    assert!(
+        m["message"]
+            .as_str()
+            .unwrap()
+            .contains("no binaryData key `nope.wasm` (it has: mapping.wasm)"),
+        "{m}"
+    );
     // The ConfigMap changes to bytes that do not match the pin: refused,
     // and the last good module keeps exporting.
-    s.api.patch_core("configmaps", NS, "guests", json!({"binaryData": {"mapping.wasm": b64(b"not a module")}}));
+    s.api.patch_core(
+        "configmaps",
+        NS,
+        "guests",
+        json!({"binaryData": {"mapping.wasm": b64(b"not a module")}}),
+    );
     let pinned = s.api.wait_for("metricsexporters", NS, "pinned", WAIT, |v| {
         condition(v, "ModuleReady").is_some_and(|c| c["status"] == "False")
     });
     let m = condition(&pinned, "ModuleReady").unwrap();
     assert_eq!(m["reason"], "DigestMismatch");
-    assert!(m["message"].as_str().unwrap().contains("still running the last good module"), "{m}");
+    assert!(
+        m["message"]
+            .as_str()
+            .unwrap()
+            .contains("still running the last good module"),
+        "{m}"
+    );
     assert_eq!(condition(&pinned, "Ready").unwrap()["status"], "True");
     s.append("T1", [3]);
     s.expect_values(&[1, 2, 3], &host);
@@ -559,27 +592,55 @@ fn configmap_modules_run_and_a_broken_update_keeps_the_last_good_one() {
 #[test]
 fn an_oci_module_with_a_pull_secret_runs_in_the_cluster() {
     let registry = common::registry::Registry::start_with(Some(("team", "pw")));
-    let pushed = registry.push("team/mapping", "1.0", &common::guest_path("column-mapping"), &[]);
-    let s = Setup::new_with(&format!("registries:\n  insecure: [\"{}\"]\n", registry.host()));
-    let config = format!(r#"{{"auths": {{"{}": {{"username": "team", "password": "pw"}}}}}}"#, registry.host());
-    s.api.create_core("secrets", NS, json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": "registry-creds", "namespace": NS},
-        "data": {".dockerconfigjson": b64(config.as_bytes())},
-    }));
+    let pushed = registry.push(
+        "team/mapping",
+        "1.0",
+        &common::guest_path("column-mapping"),
+        &[],
+    );
+    let s = Setup::new_with(&format!(
+        "registries:\n  insecure: [\"{}\"]\n",
+        registry.host()
+    ));
+    let config = format!(
+        r#"{{"auths": {{"{}": {{"username": "team", "password": "pw"}}}}}}"#,
+        registry.host()
+    );
+    s.api.create_core(
+        "secrets",
+        NS,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "registry-creds", "namespace": NS},
+            "data": {".dockerconfigjson": b64(config.as_bytes())},
+        }),
+    );
     s.rule("r1", "a", "T1");
     s.exporter("oci", "{matchLabels: {team: a}}", "");
-    s.api.patch("metricsexporters", NS, "oci", json!({"spec": {"transform": {"module": {"oci": {
-        "ref": format!("{}/team/mapping:1.0", registry.host()),
-        "digest": pushed.manifest_digest,
-        "pullSecretRef": {"name": "registry-creds"},
-    }}}}}));
+    s.api.patch(
+        "metricsexporters",
+        NS,
+        "oci",
+        json!({"spec": {"transform": {"module": {"oci": {
+            "ref": format!("{}/team/mapping:1.0", registry.host()),
+            "digest": pushed.manifest_digest,
+            "pullSecretRef": {"name": "registry-creds"},
+        }}}}}),
+    );
     s.append("T1", [7]);
     let host = s.spawn("a", &[]);
     s.expect_values(&[7], &host);
-    let me = s.api.wait_for("metricsexporters", NS, "oci", WAIT, |v| v["status"]["module"].is_object());
-    assert_eq!(me["status"]["module"]["manifestDigest"], pushed.manifest_digest.as_str());
-    assert_eq!(me["status"]["module"]["layerDigest"], pushed.layer_digest.as_str());
+    let me = s.api.wait_for("metricsexporters", NS, "oci", WAIT, |v| {
+        v["status"]["module"].is_object()
+    });
+    assert_eq!(
+        me["status"]["module"]["manifestDigest"],
+        pushed.manifest_digest.as_str()
+    );
+    assert_eq!(
+        me["status"]["module"]["layerDigest"],
+        pushed.layer_digest.as_str()
+    );
     assert!(!me.to_string().contains("pw\""), "no secret in the status");
     assert!(!host.log_text().contains("\"pw\""), "no secret in the log");
 }

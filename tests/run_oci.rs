@@ -427,12 +427,18 @@ fn the_ship_your_own_transform_example_runs() {
         .unwrap();
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("pushed 127.0.0.1") && err.contains("sha256:"), "{err}");
+    assert!(
+        err.contains("pushed 127.0.0.1") && err.contains("sha256:"),
+        "{err}"
+    );
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("OTLP/JSON lines"))
         .collect();
     let metric = &lines[0]["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0];
     assert_eq!(metric["name"], "request_duration_ms");
-    assert_eq!(metric["histogram"]["dataPoints"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        metric["histogram"]["dataPoints"].as_array().unwrap().len(),
+        3
+    );
 }

@@ -118,14 +118,24 @@ impl KubeApi {
 
     /// Creates a core object (`configmaps`, `secrets`) from JSON.
     pub fn create_core(&self, plural: &str, ns: &str, obj: Value) -> Value {
-        let (status, v) = self.call("POST", &Self::path("/api/v1", plural, ns, None), "application/json", &obj);
+        let (status, v) = self.call(
+            "POST",
+            &Self::path("/api/v1", plural, ns, None),
+            "application/json",
+            &obj,
+        );
         assert_eq!(status, 201, "creating {plural}: {v}");
         v
     }
 
     /// A merge patch of a core object.
     pub fn patch_core(&self, plural: &str, ns: &str, name: &str, patch: Value) {
-        let (status, v) = self.call("PATCH", &Self::path("/api/v1", plural, ns, Some(name)), "application/merge-patch+json", &patch);
+        let (status, v) = self.call(
+            "PATCH",
+            &Self::path("/api/v1", plural, ns, Some(name)),
+            "application/merge-patch+json",
+            &patch,
+        );
         assert_eq!(status, 200, "patching {name}: {v}");
     }
 
