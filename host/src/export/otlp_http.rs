@@ -37,19 +37,7 @@ impl OtlpHttp {
         };
         let gzip = config.compression == Compression::Gzip;
 
-        let mut headers = HeaderMap::new();
-        for (key, value) in &config.headers {
-            let value = value.resolve(key).map_err(ErrorKind::Secret)?;
-            let name = HeaderName::from_bytes(key.as_bytes())
-                .map_err(|_| ErrorKind::Config(format!("{key:?} is not a valid header name")))?;
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                ErrorKind::Secret(format!(
-                    "header {key:?}: the value holds characters a header cannot carry"
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
+        let mut headers = user_headers(&config.headers)?;
         let content_type = match encoding {
             Encoding::Protobuf => "application/x-protobuf",
             Encoding::Json => "application/json",
@@ -237,6 +225,27 @@ async fn read_limited(
         }
     }
     Ok(body)
+}
+
+/// The configured headers with their secrets read, marked sensitive so
+/// they never show in debug output.
+pub(crate) fn user_headers(
+    configured: &std::collections::BTreeMap<String, super::config::HeaderValue>,
+) -> Result<HeaderMap, ErrorKind> {
+    let mut headers = HeaderMap::new();
+    for (key, value) in configured {
+        let value = value.resolve(key).map_err(ErrorKind::Secret)?;
+        let name = HeaderName::from_bytes(key.as_bytes())
+            .map_err(|_| ErrorKind::Config(format!("{key:?} is not a valid header name")))?;
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            ErrorKind::Secret(format!(
+                "header {key:?}: the value holds characters a header cannot carry"
+            ))
+        })?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    Ok(headers)
 }
 
 pub(crate) fn build_client(

@@ -17,7 +17,7 @@ use super::naming::FamilyType;
 use super::series::{ConvertOptions, Converted, convert};
 use crate::export::Resource;
 use crate::export::deliver::{Delivered, ErrorKind, ExportError, error_chain};
-use crate::export::otlp_http::{USER_AGENT, build_client, parse_retry_after};
+use crate::export::otlp_http::{USER_AGENT, build_client, parse_retry_after, user_headers};
 use crate::export::retry::{self, RetryPolicy};
 use crate::wit::Output;
 
@@ -155,19 +155,7 @@ pub struct RemoteWrite {
 
 impl RemoteWrite {
     pub fn new(name: &str, config: &RemoteWriteConfig) -> Result<RemoteWrite, ErrorKind> {
-        let mut headers = HeaderMap::new();
-        for (key, value) in &config.headers {
-            let value = value.resolve(key).map_err(ErrorKind::Secret)?;
-            let header_name = HeaderName::from_bytes(key.as_bytes())
-                .map_err(|_| ErrorKind::Config(format!("{key:?} is not a valid header name")))?;
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                ErrorKind::Secret(format!(
-                    "header {key:?}: the value holds characters a header cannot carry"
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(header_name, value);
-        }
+        let mut headers = user_headers(&config.headers)?;
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-protobuf"),
