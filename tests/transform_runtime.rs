@@ -142,7 +142,7 @@ fn default_guest_groups_by_name_keeps_integers_exact_and_counts_skips() {
     let skipped: Vec<(&str, u64, u32)> = out
         .skipped
         .iter()
-        .map(|s| (s.reason.as_str(), s.count, s.first_row))
+        .map(|s| (out.skip_reason(s), s.count, s.first_row))
         .collect();
     assert_eq!(skipped, [("null-value", 1, 3), ("null-timestamp", 1, 4)]);
 }
@@ -220,7 +220,7 @@ fn value_columns_sums_and_prefix() {
         NumberValues::Doubles(vec![0.1]),
         "NaN is skipped, never exported"
     );
-    assert_eq!(out.skipped[0].reason, "non-finite-value");
+    assert_eq!(out.skip_reason(&out.skipped[0]), "non-finite-value");
 }
 
 #[test]
@@ -382,7 +382,7 @@ fn a_component_for_another_contract_is_refused() {
         "{text}"
     );
     assert!(
-        text.contains("adx-mon:metrics-transform/transform@0.1.0"),
+        text.contains("adx-mon:metrics-transform/transform@0.2.0"),
         "{text}"
     );
     assert!(
@@ -425,4 +425,176 @@ fn a_second_load_uses_the_compile_cache() {
     let batch = table(&[(Some("a"), Some(1), Some("2025-06-25T10:00:00Z"), None)]);
     let config = r#"{"metricNameColumn":"name","valueColumn":"value","timestampColumn":"t"}"#;
     assert_eq!(third.transform(config, &batch).unwrap().point_count(), 1);
+}
+
+/// A compiled file the cache did not write under that name (here: another
+/// guest's, valid machine code for this engine) is never run.
+#[test]
+fn the_compile_cache_loads_only_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = || Runtime::new(Some(dir.path().to_path_buf()), Limits::default()).unwrap();
+    cache()
+        .load("column-mapping", builtin::COLUMN_MAPPING)
+        .unwrap();
+    let hostile_bytes = common::guest("test-guest-hostile");
+    cache().load("hostile", &hostile_bytes).unwrap();
+    let files = |suffix: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files(".cwasm").len(), 2);
+    assert_eq!(files(".cwasm.sha256").len(), 2, "a digest beside each");
+    // Put the hostile guest's compiled code under the default guest's name.
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(builtin::COLUMN_MAPPING))
+    };
+    let ours = files(".cwasm")
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&digest)
+        })
+        .unwrap();
+    let theirs = files(".cwasm").into_iter().find(|p| *p != ours).unwrap();
+    std::fs::copy(&theirs, &ours).unwrap();
+    let loaded = cache()
+        .load("column-mapping", builtin::COLUMN_MAPPING)
+        .unwrap();
+    assert!(
+        !loaded.provenance().from_cache,
+        "the swapped file is compiled again"
+    );
+    let batch = table(&[(Some("a"), Some(1), Some("2025-06-25T10:00:00Z"), None)]);
+    let config = r#"{"metricNameColumn":"name","valueColumn":"value","timestampColumn":"t"}"#;
+    let out = loaded.transform(config, &batch).unwrap();
+    assert_eq!(out.metrics[0].name, "a", "the default guest's code ran");
+}
+
+#[test]
+fn a_component_built_for_contract_0_1_is_refused_with_its_version() {
+    let err = runtime(Limits::default())
+        .load("old", &common::guest("test-guest-contract-0-1"))
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        matches!(err, TransformError::IncompatibleContract { .. }),
+        "{text}"
+    );
+    assert!(text.contains("built for contract 0.1.0"), "{text}");
+    assert!(text.contains("this host runs 0.2.0"), "{text}");
+    assert!(text.contains("rebuild"), "{text}");
+}
+
+fn expect_too_large(guest: &Guest, behaviour: &str, wanted: &str) {
+    let started = Instant::now();
+    let err = guest
+        .transform(&format!("\"{behaviour}\""), &table(&[]))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, TransformError::OutputTooLarge { .. }),
+        "{behaviour}: {text}"
+    );
+    assert!(text.contains(wanted), "{behaviour}: {text}");
+    assert!(text.contains("hostile"), "names the guest: {text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{behaviour} refused within the deadline, took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn outputs_that_expand_or_alias_are_refused_before_they_are_spent() {
+    let guest = hostile(Limits::default());
+    // One 1 MiB attribute shared by 10,000 points: 10 GiB once encoded.
+    expect_too_large(&guest, "shared-attribute:1048576:10000", "expands to");
+    // Strings, names and bucket lists that alias one buffer in the guest.
+    expect_too_large(&guest, "aliased-strings:33554432:200000", "lifting it");
+    expect_too_large(&guest, "aliased-names:16777216:100000", "lifting it");
+    expect_too_large(&guest, "aliased-buckets:1048576:10000", "lifting it");
+    assert!(
+        guest.transform("\"ok\"", &table(&[])).is_ok(),
+        "the guest goes on"
+    );
+    // A million skip reasons (building them takes the guest more memory
+    // than the default allows).
+    let roomy = hostile(Limits {
+        max_memory: 256 << 20,
+        ..Limits::default()
+    });
+    expect_too_large(&roomy, "skip-reasons:1000000", "skip reasons");
+}
+
+#[test]
+fn many_core_instances_share_one_memory_budget() {
+    // 20 instances, each growing to 62.5 MiB: under 64 MiB each, far over
+    // it together.
+    let limits = Limits {
+        max_memory: 64 << 20,
+        ..Limits::default()
+    };
+    let guest = runtime(limits)
+        .load("many", &common::instances::many_instances(20, 999))
+        .expect("loads");
+    let err = guest.transform("\"ok\"", &table(&[])).unwrap_err();
+    assert!(
+        matches!(err, TransformError::OutOfMemory { limit, .. } if limit == 64 << 20),
+        "{err}"
+    );
+    // 100 small instances: over the instance count.
+    let guest = runtime(Limits::default())
+        .load("many", &common::instances::many_instances(100, 0))
+        .expect("loads");
+    let err = guest.transform("\"ok\"", &table(&[])).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, TransformError::SandboxLimit { .. }), "{text}");
+    assert!(text.contains("core instances (64)"), "{text}");
+    // A few instances within both limits run.
+    let guest = runtime(Limits::default())
+        .load("few", &common::instances::many_instances(3, 16))
+        .expect("loads");
+    assert!(guest.transform("\"ok\"", &table(&[])).is_ok());
+}
+
+#[test]
+fn guest_text_is_cut_before_it_reaches_logs_and_status() {
+    let guest = hostile(Limits::default());
+    let err = guest
+        .transform("\"huge-error:10485760\"", &table(&[]))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, TransformError::Rejected { .. }),
+        "{}",
+        &text[..200]
+    );
+    assert!(text.len() < 4096, "{} bytes", text.len());
+    let err = guest
+        .validate("\"huge-config-error:10485760\"")
+        .unwrap_err();
+    assert!(err.to_string().len() < 4096);
+    // 40 reasons of 1 MiB each: accepted, cut and folded.
+    let out = guest
+        .transform("\"skip-reasons:40:1048576\"", &table(&[]))
+        .unwrap();
+    assert!(out.skipped.len() <= 17, "{} reasons", out.skipped.len());
+    assert_eq!(out.skipped_count(), 40, "every skipped row still counted");
+    for s in &out.skipped {
+        assert!(
+            out.skip_reason(s).len() <= 64,
+            "{}",
+            out.skip_reason(s).len()
+        );
+    }
+    assert_eq!(out.skip_reason(out.skipped.last().unwrap()), "other");
 }

@@ -1,8 +1,9 @@
 //! The transform's speed: a 100,000-row batch (name, value, timestamp, three
 //! labels) through (a) the default guest in Wasm and (b) the same mapping
 //! compiled natively into the host, then both again with OTLP encoding.
-//! Prints rows per second and the ratios. Target: Wasm at least half the
-//! native speed and at least 1M rows/s on one core.
+//! Prints rows per second and the ratios. Target (contract 0.2, string
+//! columns dictionary encoded as the sources send them): Wasm at least 0.6×
+//! the native speed and at least 2.5M rows/s on one core.
 //!
 //! `cargo bench -p kusto-metrics --bench transform`
 
@@ -81,6 +82,15 @@ fn native_batch(b: &wit::Batch) -> g::Batch {
                         data: t.data.clone(),
                         offsets: t.offsets.clone(),
                     }),
+                    wit::ColumnValues::Dictionary(d) => {
+                        g::ColumnValues::Dictionary(g::TextDictionary {
+                            values: g::TextArena {
+                                data: d.values.data.clone(),
+                                offsets: d.values.offsets.clone(),
+                            },
+                            indices: d.indices.clone(),
+                        })
+                    }
                 },
             })
             .collect(),
@@ -189,7 +199,14 @@ fn main() {
             .transform(CONFIG, &host_batch)
             .expect("wasm transform");
         buf.clear();
-        for slices in export::split_points(&out, 10_000) {
+        let requests = export::split::split_by_size(
+            &out,
+            &resource,
+            10_000,
+            export::deliver::MAX_REQUEST_BYTES,
+        )
+        .expect("fits");
+        for slices in requests {
             export::otlp_proto::encode_request(&resource, &out, &slices, &mut buf);
         }
         buf.len()
@@ -209,12 +226,12 @@ fn main() {
         native
     );
     println!(
-        "  wasm / native speed ratio:     {:>10.2}   (target >= 0.50)",
+        "  wasm / native speed ratio:     {:>10.2}   (target >= 0.60)",
         rate(wasm) / rate(native)
     );
     println!(
-        "  wasm >= 1M rows/s:             {:>10}",
-        rate(wasm) >= 1_000_000.0
+        "  wasm >= 2.5M rows/s:           {:>10}",
+        rate(wasm) >= 2_500_000.0
     );
     match boundary {
         Some((empty, echo)) => {

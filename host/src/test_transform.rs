@@ -159,7 +159,7 @@ fn summary(guest: &Guest, rows: u32, output: &Output) -> String {
         let _ = write!(
             s,
             "\n  {}: {} (first at row {})",
-            skip.reason,
+            output.skip_reason(skip),
             skip.count,
             u64::from(skip.first_row) + 1
         );

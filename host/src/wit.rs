@@ -1,10 +1,10 @@
-//! Host-side bindings for `wit/transform.wit`, the one source of truth
+//! Host-side bindings for `wit/v0.2/transform.wit`, the one source of truth
 //! between the host and its guests. The batch and output types here are the
 //! types every stage passes along: sources build a [`Batch`], the transform
 //! turns it into an [`Output`], exporters encode that.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../wit/v0.2",
     world: "transformer",
     additional_derives: [PartialEq],
 });
@@ -12,10 +12,24 @@ wasmtime::component::bindgen!({
 pub use adx_mon::metrics_transform::log::Level as LogLevel;
 pub use adx_mon::metrics_transform::types::*;
 
+/// The version of the WIT package this host implements: the one place the
+/// host names it (the `bindgen!` path above follows the same folder). A test
+/// checks it against the `package` line in `wit/` and the Rust SDK.
+macro_rules! contract_version {
+    () => {
+        "0.2.0"
+    };
+}
+pub const CONTRACT_VERSION: &str = contract_version!();
+/// The package without a version, as it prefixes import and export names.
+pub const PACKAGE: &str = "adx-mon:metrics-transform";
 /// The WIT package this host implements.
-pub const CONTRACT: &str = "adx-mon:metrics-transform@0.1.0";
+pub const CONTRACT: &str = concat!("adx-mon:metrics-transform@", contract_version!());
 /// The interface every guest must export.
-pub const TRANSFORM_EXPORT: &str = "adx-mon:metrics-transform/transform@0.1.0";
+pub const TRANSFORM_EXPORT: &str =
+    concat!("adx-mon:metrics-transform/transform@", contract_version!());
+/// The folder of the repository that holds this version's WIT.
+pub const WIT_DIR: &str = "wit/v0.2";
 
 impl KustoType {
     pub const ALL: [KustoType; 10] = [
@@ -84,7 +98,26 @@ impl TextArena {
     }
 }
 
+impl TextDictionary {
+    pub fn get(&self, row: usize) -> &str {
+        match self.indices.get(row) {
+            Some(&i) => self.values.get(i as usize),
+            None => "",
+        }
+    }
+}
+
 impl Column {
+    /// Row `row` of a text column, plain or dictionary encoded ("" past the
+    /// end); `None` for a column that is not text.
+    pub fn text_at(&self, row: usize) -> Option<&str> {
+        match &self.values {
+            ColumnValues::Text(t) => Some(t.get(row)),
+            ColumnValues::Dictionary(d) => Some(d.get(row)),
+            _ => None,
+        }
+    }
+
     pub fn is_valid(&self, row: usize) -> bool {
         self.validity.is_empty()
             || self
@@ -100,6 +133,7 @@ impl Column {
             ColumnValues::Reals(v) => v.len(),
             ColumnValues::Ticks(v) => v.len(),
             ColumnValues::Text(t) => t.offsets.len().saturating_sub(1),
+            ColumnValues::Dictionary(d) => d.indices.len(),
         }
     }
 
@@ -131,6 +165,14 @@ impl Output {
     pub fn skipped_count(&self) -> u64 {
         self.skipped.iter().map(|s| s.count).sum()
     }
+
+    /// The reason of a skip count, from the string table ("" when it names
+    /// no string; the host's output check refuses that).
+    pub fn skip_reason(&self, skip: &SkipCount) -> &str {
+        self.strings
+            .get(skip.reason as usize)
+            .map_or("", String::as_str)
+    }
 }
 
 impl MetricData {
@@ -153,5 +195,36 @@ impl NumberValues {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The version is named once here, once in the WIT file and once in the
+    /// Rust SDK; they must agree.
+    #[test]
+    fn the_contract_version_is_one_everywhere() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("host/ sits in the repository");
+        let wit = std::fs::read_to_string(root.join(WIT_DIR).join("transform.wit"))
+            .expect("the WIT file is where WIT_DIR says");
+        let package = wit
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("package "))
+            .expect("a package line");
+        assert_eq!(package.trim_end_matches(';'), CONTRACT);
+        assert_eq!(CONTRACT, format!("{PACKAGE}@{CONTRACT_VERSION}"));
+        assert_eq!(
+            TRANSFORM_EXPORT,
+            format!("{PACKAGE}/transform@{CONTRACT_VERSION}")
+        );
+        assert!(WIT_DIR.ends_with(&format!(
+            "v{}",
+            CONTRACT_VERSION.rsplit_once('.').map_or("", |(major_minor, _)| major_minor)
+        )));
+        assert_eq!(kusto_metrics_guest::CONTRACT_VERSION, CONTRACT_VERSION);
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod instances;
 pub mod kube;
 pub mod kusto_server;
 pub mod prometheus;

@@ -183,7 +183,10 @@ impl Config {
         for l in &self.label_columns {
             add(l, &[]);
         }
-        Requirements { columns }
+        Requirements {
+            columns,
+            event_time_column: Some(self.timestamp_column.clone()),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use config::{Config, Kind, TemporalityConfig, VALUE_TYPES};
 use kusto_metrics_guest::{
     AttributeSetBuilder, AttributeValue, Batch, Column, ColumnExt, ColumnValues, ConfigError,
     KustoType, Metric, MetricData, NumberPoints, NumberValues, Output, OutputBuilder, Requirements,
-    SkipCounter, SumData, Temporality, TextArena, TransformError, ticks_to_unix_nanos,
+    SkipCounter, SumData, Temporality, Text, TextDictionary, TransformError, ticks_to_unix_nanos,
 };
 use rustc_hash::FxHashMap;
 
@@ -64,8 +64,11 @@ pub fn transform(config: &str, batch: &Batch) -> Result<Output, TransformError> 
 enum ValueSource<'a> {
     Longs(&'a [i64]),
     Reals(&'a [f64]),
-    Decimals(&'a TextArena),
+    Decimals(Text<'a>),
 }
+
+/// "Not resolved yet" in the per-dictionary-value caches.
+const UNSET: u32 = u32::MAX;
 
 struct ValueColumn<'a> {
     column: &'a Column,
@@ -73,14 +76,70 @@ struct ValueColumn<'a> {
     /// What `valueColumns` adds to the metric name; empty for `valueColumn`.
     suffix: &'a str,
     /// Metric index by the row's raw name.
-    by_name: FxHashMap<&'a str, usize>,
+    by_name: FxHashMap<&'a str, u32>,
+    /// Metric index by the name column's dictionary index, when it has one.
+    by_name_code: Vec<u32>,
+}
+
+/// Where a label's values come from: string-table indices are cached per
+/// distinct value, by dictionary index when the host sent one.
+enum LabelSource<'a> {
+    Dictionary {
+        dict: &'a TextDictionary,
+        strings: Vec<u32>,
+    },
+    Plain {
+        text: Text<'a>,
+        strings: FxHashMap<&'a str, u32>,
+    },
+    /// Numbers, datetimes, booleans: rendered as text per row.
+    Rendered,
 }
 
 struct LabelColumn<'a> {
     column: &'a Column,
     key: u32,
-    /// String-table index by value, for text columns (no copy per row).
-    text_cache: FxHashMap<&'a str, u32>,
+    source: LabelSource<'a>,
+}
+
+/// Attribute sets by a row's combination of label codes, when every label
+/// column is dictionary encoded: the code of a label is its dictionary index,
+/// or the dictionary's length for a null. Resolving a row's set then costs a
+/// few multiplications instead of hashing its labels.
+struct Combinations {
+    /// Per label column: the multiplier of its code.
+    strides: Vec<u64>,
+    sets: CombinationTable,
+}
+
+enum CombinationTable {
+    /// Every combination has a slot: used when there are not many more
+    /// combinations than rows.
+    Direct(Vec<u32>),
+    Hashed(FxHashMap<u64, u32>),
+}
+
+impl Combinations {
+    /// `None` unless every label column is dictionary encoded.
+    fn new(labels: &[LabelColumn<'_>], rows: usize) -> Option<Combinations> {
+        let mut strides = Vec::with_capacity(labels.len());
+        let mut product: u64 = 1;
+        for label in labels {
+            let LabelSource::Dictionary { dict, .. } = &label.source else {
+                return None;
+            };
+            strides.push(product);
+            let codes = dict.values.len() as u64 + 1;
+            product = product.checked_mul(codes)?;
+        }
+        let direct_limit = (rows as u64).saturating_mul(2).max(4096);
+        let sets = if product <= direct_limit {
+            CombinationTable::Direct(vec![UNSET; product as usize])
+        } else {
+            CombinationTable::Hashed(FxHashMap::default())
+        };
+        Some(Combinations { strides, sets })
+    }
 }
 
 struct MetricBuilder {
@@ -91,15 +150,23 @@ struct MetricBuilder {
     values: NumberValues,
 }
 
+/// The metric name column, and its dictionary when it has one.
+struct Names<'a> {
+    column: &'a Column,
+    text: Text<'a>,
+    codes: Option<&'a [u32]>,
+}
+
 struct Mapping<'a> {
     config: &'a Config,
     rows: usize,
-    names: Option<(&'a Column, &'a TextArena)>,
+    names: Option<Names<'a>>,
     default_name: &'a str,
     timestamps: (&'a Column, &'a [i64]),
     start_times: Option<(&'a Column, &'a [i64])>,
     values: Vec<ValueColumn<'a>>,
     labels: Vec<LabelColumn<'a>>,
+    combinations: Option<Combinations>,
     out: OutputBuilder,
     metrics: Vec<MetricBuilder>,
     skips: SkipCounter,
@@ -153,12 +220,20 @@ impl<'a> Mapping<'a> {
             Some(name) => {
                 let column = batch.column(name)?;
                 match column.text() {
-                    Some(text) if column.kusto_type == KustoType::String => Some((column, text)),
+                    Some(text) if column.kusto_type == KustoType::String => Some(Names {
+                        column,
+                        text,
+                        codes: text.dictionary().map(|d| d.indices.as_slice()),
+                    }),
                     _ => return Err(type_error(column, "a metric name column must be string")),
                 }
             }
             None => None,
         };
+        let name_codes = names
+            .as_ref()
+            .and_then(|n| n.text.dictionary())
+            .map_or(0, |d| d.values.len());
         let timestamps = datetime_column(batch, &config.timestamp_column)?;
         let start_times = match &config.start_timestamp_column {
             Some(name) => Some(datetime_column(batch, name)?),
@@ -168,10 +243,12 @@ impl<'a> Mapping<'a> {
         let mut values = Vec::new();
         for name in config.values() {
             let column = batch.column(name)?;
-            let source = match (&column.values, column.kusto_type) {
-                (ColumnValues::Longs(v), KustoType::Int | KustoType::Long) => ValueSource::Longs(v),
-                (ColumnValues::Reals(v), KustoType::Real) => ValueSource::Reals(v),
-                (ColumnValues::Text(t), KustoType::Decimal) => ValueSource::Decimals(t),
+            let source = match (&column.values, column.kusto_type, column.text()) {
+                (ColumnValues::Longs(v), KustoType::Int | KustoType::Long, _) => {
+                    ValueSource::Longs(v)
+                }
+                (ColumnValues::Reals(v), KustoType::Real, _) => ValueSource::Reals(v),
+                (_, KustoType::Decimal, Some(t)) => ValueSource::Decimals(t),
                 _ => {
                     let allowed: Vec<&str> = VALUE_TYPES.iter().map(|t| type_name(*t)).collect();
                     return Err(type_error(
@@ -185,25 +262,41 @@ impl<'a> Mapping<'a> {
                 source,
                 suffix: if several { name } else { "" },
                 by_name: FxHashMap::default(),
+                by_name_code: vec![UNSET; name_codes],
             });
         }
         let mut labels = Vec::new();
         for name in &config.label_columns {
             let column = batch.column(name)?;
+            let source = match column.text() {
+                Some(text) => match text.dictionary() {
+                    Some(dict) => LabelSource::Dictionary {
+                        dict,
+                        strings: vec![UNSET; dict.values.len()],
+                    },
+                    None => LabelSource::Plain {
+                        text,
+                        strings: FxHashMap::default(),
+                    },
+                },
+                None => LabelSource::Rendered,
+            };
             labels.push(LabelColumn {
                 column,
                 key: out.intern(name),
-                text_cache: FxHashMap::default(),
+                source,
             });
         }
+        let rows = batch.row_count as usize;
         Ok(Mapping {
             config,
-            rows: batch.row_count as usize,
+            rows,
             names,
             default_name: config.default_metric_name.as_deref().unwrap_or(""),
             timestamps,
             start_times,
             values,
+            combinations: Combinations::new(&labels, rows),
             labels,
             out,
             metrics: Vec::new(),
@@ -232,13 +325,7 @@ impl<'a> Mapping<'a> {
                     .unwrap_or(0),
                 _ => 0,
             };
-            let raw_name = match self.names {
-                Some((column, text)) if column.is_valid(row) => match text.get(row) {
-                    "" => self.default_name,
-                    name => name,
-                },
-                _ => self.default_name,
-            };
+            let (raw_name, name_code) = self.raw_name(row);
             if raw_name.is_empty() && self.values.iter().all(|v| v.suffix.is_empty()) {
                 self.skips.skip(reason::NO_METRIC_NAME, row);
                 continue;
@@ -248,7 +335,7 @@ impl<'a> Mapping<'a> {
                 let Some(value) = self.value(v, row) else {
                     continue;
                 };
-                let metric = self.metric_index(v, raw_name);
+                let metric = self.metric_index(v, raw_name, name_code) as usize;
                 let m = &mut self.metrics[metric];
                 m.attribute_sets.push(attrs);
                 m.times.push(time);
@@ -280,6 +367,24 @@ impl<'a> Mapping<'a> {
         self.finish()
     }
 
+    /// The row's metric name before prefix and suffix (the default name
+    /// when the column is null or empty), and its dictionary index when the
+    /// column has one and the row is not null.
+    #[inline]
+    fn raw_name(&self, row: usize) -> (&'a str, Option<u32>) {
+        let Some(names) = &self.names else {
+            return (self.default_name, None);
+        };
+        if !names.column.is_valid(row) {
+            return (self.default_name, None);
+        }
+        let code = names.codes.and_then(|c| c.get(row).copied());
+        match names.text.get(row) {
+            "" => (self.default_name, None),
+            name => (name, code),
+        }
+    }
+
     /// The row's value from value column `v`, or `None` after counting why not.
     #[inline]
     fn value(&mut self, v: usize, row: usize) -> Option<Value> {
@@ -308,11 +413,15 @@ impl<'a> Mapping<'a> {
     }
 
     #[inline]
-    fn metric_index(&mut self, v: usize, raw_name: &'a str) -> usize {
-        if let Some(&i) = self.values[v].by_name.get(raw_name) {
+    fn metric_index(&mut self, v: usize, raw_name: &'a str, code: Option<u32>) -> u32 {
+        let vc = &self.values[v];
+        let cached = match code {
+            Some(c) => vc.by_name_code.get(c as usize).copied(),
+            None => vc.by_name.get(raw_name).copied(),
+        };
+        if let Some(i) = cached.filter(|&i| i != UNSET) {
             return i;
         }
-        let vc = &self.values[v];
         let parts = [
             self.config.metric_name_prefix.as_deref().unwrap_or(""),
             raw_name,
@@ -339,8 +448,14 @@ impl<'a> Mapping<'a> {
                 });
                 self.metrics.len() - 1
             }
-        };
-        self.values[v].by_name.insert(raw_name, i);
+        } as u32;
+        let vc = &mut self.values[v];
+        match code.and_then(|c| vc.by_name_code.get_mut(c as usize)) {
+            Some(slot) => *slot = i,
+            None => {
+                vc.by_name.insert(raw_name, i);
+            }
+        }
         i
     }
 
@@ -351,24 +466,91 @@ impl<'a> Mapping<'a> {
         set: &mut AttributeSetBuilder,
         scratch: &mut String,
     ) -> u32 {
+        let Some(combination) = self.combination(row) else {
+            return self.build_attribute_set(row, set, scratch);
+        };
+        let Some(combinations) = &self.combinations else {
+            return self.build_attribute_set(row, set, scratch);
+        };
+        let known = match &combinations.sets {
+            CombinationTable::Direct(slots) => slots.get(combination as usize).copied(),
+            CombinationTable::Hashed(map) => map.get(&combination).copied(),
+        };
+        if let Some(set) = known.filter(|&s| s != UNSET) {
+            return set;
+        }
+        let index = self.build_attribute_set(row, set, scratch);
+        if let Some(combinations) = &mut self.combinations {
+            match &mut combinations.sets {
+                CombinationTable::Direct(slots) => {
+                    if let Some(slot) = slots.get_mut(combination as usize) {
+                        *slot = index;
+                    }
+                }
+                CombinationTable::Hashed(map) => {
+                    map.insert(combination, index);
+                }
+            }
+        }
+        index
+    }
+
+    /// The row's combination of label codes, when every label column is
+    /// dictionary encoded.
+    #[inline]
+    fn combination(&self, row: usize) -> Option<u64> {
+        let combinations = self.combinations.as_ref()?;
+        let mut combination = 0u64;
+        for (label, stride) in self.labels.iter().zip(&combinations.strides) {
+            let LabelSource::Dictionary { dict, .. } = &label.source else {
+                return None;
+            };
+            let code = match dict.indices.get(row) {
+                Some(&i) if label.column.is_valid(row) => u64::from(i),
+                _ => dict.values.len() as u64,
+            };
+            combination += code * stride;
+        }
+        Some(combination)
+    }
+
+    fn build_attribute_set(
+        &mut self,
+        row: usize,
+        set: &mut AttributeSetBuilder,
+        scratch: &mut String,
+    ) -> u32 {
         set.clear();
         for label in &mut self.labels {
             if !label.column.is_valid(row) {
                 continue;
             }
-            let value = match label.column.text() {
-                Some(text) => {
-                    let s = text.get(row);
-                    match label.text_cache.get(s) {
-                        Some(&i) => i,
-                        None => {
-                            let i = self.out.intern(s);
-                            label.text_cache.insert(s, i);
+            let value = match &mut label.source {
+                LabelSource::Dictionary { dict, strings } => {
+                    let code = dict.indices.get(row).copied().unwrap_or(0) as usize;
+                    match strings.get(code) {
+                        Some(&i) if i != UNSET => i,
+                        _ => {
+                            let i = self.out.intern(dict.values.get(code));
+                            if let Some(slot) = strings.get_mut(code) {
+                                *slot = i;
+                            }
                             i
                         }
                     }
                 }
-                None => {
+                LabelSource::Plain { text, strings } => {
+                    let s = text.get(row);
+                    match strings.get(s) {
+                        Some(&i) => i,
+                        None => {
+                            let i = self.out.intern(s);
+                            strings.insert(s, i);
+                            i
+                        }
+                    }
+                }
+                LabelSource::Rendered => {
                     label.column.render(row, scratch);
                     self.out.intern(scratch)
                 }
@@ -405,7 +587,7 @@ impl<'a> Mapping<'a> {
                 data,
             });
         }
-        Ok(self.out.finish(self.skips.finish()))
+        Ok(self.out.finish(self.skips))
     }
 }
 

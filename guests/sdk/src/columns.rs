@@ -1,6 +1,6 @@
 //! Reading values out of the column layout of a batch.
 
-use crate::{Batch, Column, ColumnValues, KustoType, TextArena, TransformError};
+use crate::{Batch, Column, ColumnValues, KustoType, TextArena, TextDictionary, TransformError};
 
 /// Kusto's datetime and timespan unit is the tick, 100 ns.
 pub const TICKS_PER_SECOND: i64 = 10_000_000;
@@ -30,12 +30,65 @@ impl TextArena {
     }
 }
 
+impl TextDictionary {
+    /// Row `row`'s value; an out-of-range row or index reads as "".
+    #[inline]
+    pub fn get(&self, row: usize) -> &str {
+        match self.indices.get(row) {
+            Some(&i) => self.values.get(i as usize),
+            None => "",
+        }
+    }
+}
+
+/// The values of a text column, whichever way the host sent them: one
+/// string per row ([`TextArena`]) or each distinct value once with an index
+/// per row ([`TextDictionary`]). Read rows with [`Text::get`]; a guest that
+/// caches per distinct value can use [`Text::dictionary`].
+#[derive(Clone, Copy)]
+pub enum Text<'a> {
+    Plain(&'a TextArena),
+    Dictionary(&'a TextDictionary),
+}
+
+impl<'a> Text<'a> {
+    /// Row `row`'s value; "" for an out-of-range row (and for nulls, which
+    /// [`ColumnExt::is_valid`] tells apart).
+    #[inline]
+    pub fn get(&self, row: usize) -> &'a str {
+        match *self {
+            Text::Plain(arena) => arena.get(row),
+            Text::Dictionary(dict) => dict.get(row),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Text::Plain(arena) => arena.len(),
+            Text::Dictionary(dict) => dict.indices.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The distinct values and one index per row, when the column came
+    /// dictionary encoded.
+    pub fn dictionary(&self) -> Option<&'a TextDictionary> {
+        match *self {
+            Text::Dictionary(dict) => Some(dict),
+            Text::Plain(_) => None,
+        }
+    }
+}
+
 /// Convenience reads on a column.
 pub trait ColumnExt {
     /// False when row `row` is null.
     fn is_valid(&self, row: usize) -> bool;
     /// The values as text, when the column is text-typed.
-    fn text(&self) -> Option<&TextArena>;
+    fn text(&self) -> Option<Text<'_>>;
     fn longs(&self) -> Option<&[i64]>;
     fn reals(&self) -> Option<&[f64]>;
     fn ticks(&self) -> Option<&[i64]>;
@@ -56,9 +109,10 @@ impl ColumnExt for Column {
                 .is_some_and(|byte| byte & (1 << (row % 8)) != 0)
     }
 
-    fn text(&self) -> Option<&TextArena> {
+    fn text(&self) -> Option<Text<'_>> {
         match &self.values {
-            ColumnValues::Text(arena) => Some(arena),
+            ColumnValues::Text(arena) => Some(Text::Plain(arena)),
+            ColumnValues::Dictionary(dict) => Some(Text::Dictionary(dict)),
             _ => None,
         }
     }
@@ -99,6 +153,7 @@ impl ColumnExt for Column {
         }
         match (&self.values, self.kusto_type) {
             (ColumnValues::Text(arena), _) => out.push_str(arena.get(row)),
+            (ColumnValues::Dictionary(dict), _) => out.push_str(dict.get(row)),
             (ColumnValues::Longs(v), _) => {
                 let _ = write!(out, "{}", v.get(row).copied().unwrap_or_default());
             }

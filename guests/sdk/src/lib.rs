@@ -1,6 +1,6 @@
 //! Write a kusto-metrics transform guest in Rust.
 //!
-//! The types are generated from `wit/transform.wit`, the contract between
+//! The types are generated from `wit/v0.2/transform.wit`, the contract between
 //! the host and every guest. This crate adds what each guest would otherwise
 //! write again: reading values out of columns ([`ColumnExt`], [`TextArena`]),
 //! building dictionary-encoded output ([`OutputBuilder`]), counting skipped
@@ -26,7 +26,7 @@ mod output;
 mod skips;
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/v0.2",
     world: "transformer",
     pub_export_macro: true,
     export_macro_name: "export",
@@ -36,7 +36,7 @@ wit_bindgen::generate!({
 pub use adx_mon::metrics_transform::types::*;
 #[cfg(target_arch = "wasm32")]
 pub use bump::BumpAllocator;
-pub use columns::{ColumnExt, TICKS_PER_SECOND, ticks_to_unix_nanos};
+pub use columns::{ColumnExt, TICKS_PER_SECOND, Text, ticks_to_unix_nanos};
 pub use exports::adx_mon::metrics_transform::transform::Guest;
 pub use output::{AttributeSetBuilder, OutputBuilder};
 pub use skips::SkipCounter;
@@ -60,8 +60,9 @@ pub mod log {
     }
 }
 
-/// The WIT package version this crate implements.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+/// The WIT package version this crate implements (the host checks it
+/// against its own in a test).
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 impl ConfigError {
     pub fn field(field: &str, message: impl Into<String>) -> Self {

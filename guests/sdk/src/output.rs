@@ -4,7 +4,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::{Attribute, AttributeValue, Metric, Output, SkipCount};
+use crate::{Attribute, AttributeValue, Metric, Output, SkipCount, SkipCounter};
 
 /// Interns strings and attribute sets while a guest builds its output.
 #[derive(Default)]
@@ -89,7 +89,16 @@ impl OutputBuilder {
         self.metrics.push(metric);
     }
 
-    pub fn finish(self, skipped: Vec<SkipCount>) -> Output {
+    /// The output, with the skip reasons added to the string table.
+    pub fn finish(mut self, skips: SkipCounter) -> Output {
+        let skipped = skips
+            .counts()
+            .map(|(reason, count, first_row)| SkipCount {
+                reason: self.intern(reason),
+                count,
+                first_row,
+            })
+            .collect();
         Output {
             strings: self.strings,
             attributes: self.attributes,

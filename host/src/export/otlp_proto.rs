@@ -154,7 +154,9 @@ impl<'a> Encoder<'a> {
         let metrics: usize = sizes.iter().map(|&(m, _)| field_size(m)).sum();
         let scope_metrics = field_size(self.scope.len()) + metrics;
         let resource_metrics = field_size(self.resource.len()) + field_size(scope_metrics);
-        buf.reserve(field_size(resource_metrics));
+        // Requests are cut to the size limit before they get here; the cap
+        // keeps a caller that did not from reserving what a guest chose.
+        buf.reserve(field_size(resource_metrics).min(super::deliver::MAX_REQUEST_BYTES));
 
         put_header(buf, key::REQUEST_RESOURCE_METRICS, resource_metrics);
         put_bytes(buf, key::RESOURCE_METRICS_RESOURCE, &self.resource);
@@ -266,6 +268,85 @@ impl<'a> Encoder<'a> {
         buf.extend_from_slice(attrs);
         put_optional_double(buf, key::HISTOGRAM_MIN, p.min);
         put_optional_double(buf, key::HISTOGRAM_MAX, p.max);
+    }
+}
+
+/// What the encoder will write for an output, computed without writing it:
+/// the bytes of each attribute set's `KeyValue` fields (the same for number
+/// and histogram points, whose `attributes` field numbers both fit one
+/// byte). Used to refuse an output that expands too much
+/// ([`crate::transform::output_check`]) and to cut requests by size before
+/// encoding ([`crate::export::split`]).
+pub struct Sizes {
+    sets: Vec<usize>,
+}
+
+/// At most what a length prefix takes: lengths stay far below 2^35.
+pub const MAX_LENGTH_PREFIX: usize = 5;
+
+impl Sizes {
+    pub fn new(output: &Output) -> Sizes {
+        let sets = (0..output.attribute_set_ends.len() as u32)
+            .map(|set| {
+                attribute_set(output, set)
+                    .map(|(k, v)| field_size(string_size(k) + field_size(any_value_size(v))))
+                    .sum()
+            })
+            .collect();
+        Sizes { sets }
+    }
+
+    /// The bytes of set `set`'s attributes; 0 for no set or an unknown one.
+    pub fn set(&self, set: Option<u32>) -> usize {
+        set.and_then(|s| self.sets.get(s as usize))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Bytes point `i` of `data` adds to its metric, length prefix and key
+    /// included; 0 for a point that does not exist.
+    pub fn point(&self, data: &MetricData, i: usize) -> usize {
+        match data {
+            MetricData::Gauge(points) | MetricData::Sum(SumData { points, .. }) => {
+                if i >= points.times.len() {
+                    return 0;
+                }
+                let p = number_point(points, i);
+                field_size(number_point_size(&p, self.set(p.set)))
+            }
+            MetricData::Histogram(h) => match h.points.get(i) {
+                Some(p) => field_size(histogram_point_size(p, self.set(Some(p.attribute_set)))),
+                None => 0,
+            },
+        }
+    }
+
+    /// At most what one metric adds to a request besides its points: its
+    /// name, description and unit, the data message's header and its
+    /// temporality and monotonic fields.
+    pub fn metric_overhead(metric: &Metric) -> usize {
+        1 + MAX_LENGTH_PREFIX
+            + string_size(&metric.name)
+            + string_size(&metric.description)
+            + string_size(&metric.unit)
+            + 1
+            + MAX_LENGTH_PREFIX
+            + TEMPORALITY_SIZE
+            + MONOTONIC_SIZE
+    }
+
+    /// At most what a request adds besides its metrics: the resource, the
+    /// scope and the headers around them.
+    pub fn request_overhead(resource: &Resource) -> usize {
+        let resource_bytes: usize = resource
+            .attributes
+            .iter()
+            .map(|(k, v)| {
+                field_size(string_size(k) + field_size(any_value_size(AttrValue::Str(v))))
+            })
+            .sum();
+        let scope = string_size(&resource.scope_name) + string_size(&resource.scope_version);
+        3 * (1 + MAX_LENGTH_PREFIX) + field_size(resource_bytes) + field_size(scope)
     }
 }
 

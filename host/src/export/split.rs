@@ -2,11 +2,15 @@
 //!
 //! One batch can hold millions of points, far more than a collector accepts
 //! in one request (gRPC's default 4 MiB limit holds a few tens of thousands
-//! of points), so requests are bounded by point count and a metric may be
-//! spread over several requests.
+//! of points), so requests are bounded by point count and by encoded size,
+//! and a metric may be spread over several requests. Sizes come from
+//! [`Sizes`], computed before anything is encoded: no request is ever built
+//! larger than its limit, whatever the guest returned.
 
 use std::ops::Range;
 
+use super::Resource;
+use super::otlp_proto::Sizes;
 use crate::wit::{Metric, Output};
 
 /// Points `start..end` of metric `metric` of an output.
@@ -53,6 +57,71 @@ pub fn split_points(output: &Output, max_points: usize) -> Vec<Vec<MetricSlice>>
         requests.push(current);
     }
     requests
+}
+
+/// One point that cannot fit in a request of the size limit on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PointTooLarge {
+    /// What a request holding only this point would take.
+    pub bytes: usize,
+}
+
+/// Every point of every metric in order, in requests of at most
+/// `max_points` points (0 counts as 1) whose protobuf encoding stays within
+/// `max_bytes` (an upper bound is summed from [`Sizes`]; the encoding itself
+/// is never larger). Metrics without points are left out.
+pub fn split_by_size(
+    output: &Output,
+    resource: &Resource,
+    max_points: usize,
+    max_bytes: usize,
+) -> Result<Vec<Vec<MetricSlice>>, PointTooLarge> {
+    let sizes = Sizes::new(output);
+    let max_points = max_points.max(1);
+    let base = Sizes::request_overhead(resource);
+    let mut requests = Vec::new();
+    let mut current: Vec<MetricSlice> = Vec::new();
+    let mut bytes = base;
+    let mut points = 0usize;
+    for (metric, m) in output.metrics.iter().enumerate() {
+        let count = m.data.point_count();
+        let overhead = Sizes::metric_overhead(m);
+        let mut start = 0;
+        while start < count {
+            // A slice of this metric opens in the current request.
+            let mut end = start;
+            let mut slice_bytes = overhead;
+            while end < count && points < max_points {
+                let point = sizes.point(&m.data, end);
+                if bytes + slice_bytes + point > max_bytes {
+                    break;
+                }
+                slice_bytes += point;
+                end += 1;
+                points += 1;
+            }
+            if end > start {
+                current.push(MetricSlice { metric, start, end });
+                bytes += slice_bytes;
+                start = end;
+            }
+            if start < count {
+                if current.is_empty() {
+                    // Not even one point fits in an empty request.
+                    return Err(PointTooLarge {
+                        bytes: base + overhead + sizes.point(&m.data, start),
+                    });
+                }
+                requests.push(std::mem::take(&mut current));
+                bytes = base;
+                points = 0;
+            }
+        }
+    }
+    if !current.is_empty() {
+        requests.push(current);
+    }
+    Ok(requests)
 }
 
 /// The whole output as one request: one slice per metric that has points.
@@ -140,6 +209,39 @@ mod tests {
                 slice(4, 0, 3)
             ]
         );
+    }
+
+    #[test]
+    fn size_limit_cuts_before_encoding_and_bounds_every_request() {
+        use crate::export::otlp_proto::encode_request;
+        let out = two_metrics(40, 60);
+        let resource = Resource::default_host();
+        let mut whole_bytes = Vec::new();
+        encode_request(&resource, &out, &whole(&out), &mut whole_bytes);
+        let limit = whole_bytes.len() / 5;
+        let requests = split_by_size(&out, &resource, usize::MAX, limit).unwrap();
+        assert!(requests.len() >= 5, "{} requests", requests.len());
+        let mut points = 0;
+        for slices in &requests {
+            let mut buf = Vec::new();
+            encode_request(&resource, &out, slices, &mut buf);
+            assert!(buf.len() <= limit, "{} > {limit}", buf.len());
+            points += slices.iter().map(|s| s.end - s.start).sum::<usize>();
+        }
+        assert_eq!(points, 100, "every point once");
+        // Point counts still bound requests too.
+        assert_eq!(
+            split_by_size(&out, &resource, 30, usize::MAX).unwrap(),
+            split_points(&out, 30)
+        );
+    }
+
+    #[test]
+    fn a_point_too_large_for_any_request_is_refused() {
+        let out = two_metrics(2, 2);
+        let resource = Resource::default_host();
+        let err = split_by_size(&out, &resource, 10, 20).unwrap_err();
+        assert!(err.bytes > 20);
     }
 
     #[test]

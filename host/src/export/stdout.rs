@@ -3,10 +3,12 @@
 
 use std::io::Write;
 
+use super::Resource;
 use super::config::StdoutConfig;
+use super::deliver::MAX_REQUEST_BYTES;
 use super::deliver::{Delivered, ErrorKind, ExportError};
 use super::otlp_json::encode_json;
-use super::{Resource, split_points};
+use super::split::split_by_size;
 use crate::wit::Output;
 
 pub struct StdoutSink {
@@ -59,7 +61,11 @@ impl StdoutSink {
         mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Delivered, ExportError> {
         let mut delivered = Delivered::default();
-        for slices in split_points(output, self.max_points).into_iter().skip(skip) {
+        // Lines are bounded like network requests, so one line never holds
+        // what a guest's output expands to at once.
+        let requests = split_by_size(output, resource, self.max_points, MAX_REQUEST_BYTES)
+            .map_err(|e| ExportError::new(&self.name, ErrorKind::TooLarge { bytes: e.bytes }))?;
+        for slices in requests.into_iter().skip(skip) {
             let mut line = encode_json(resource, output, &slices).into_bytes();
             line.push(b'\n');
             if let Err(e) = write(&line) {

@@ -111,6 +111,8 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// A linear search is enough: the guest's reasons are folded to a few
+    /// per guest before they get here (`transform::output_check`).
     fn skip(&mut self, reason: &str, n: u64) {
         match self.skipped.iter_mut().find(|(r, _)| r == reason) {
             Some((_, c)) => *c += n,
@@ -187,7 +189,7 @@ impl<'a> Job<'a> {
             .await
             .map_err(|e| JobError::Internal(e.to_string()))??;
         for s in &output.skipped {
-            self.count_skips(&s.reason, s.count, report);
+            self.count_skips(output.skip_reason(s), s.count, report);
         }
         if output.point_count() == 0 {
             return Ok(());

@@ -242,23 +242,22 @@ async fn prepare(job: &Job<'_>, kusto: &KustoRuntime) -> Result<Option<WindowCol
     Ok(Some(by))
 }
 
-/// The transform's `timestampColumn` when it names a datetime column, else
-/// the only datetime column the transform needs.
+/// The event-time column the guest named in its requirements when it is a
+/// datetime column of the table, else the only datetime column the
+/// transform needs.
 fn timestamp_column(job: &Job<'_>, columns: &[TableColumn]) -> Option<String> {
     let is_datetime = |name: &str| {
         columns
             .iter()
             .any(|c| c.name == name && c.ty == Some(crate::wit::KustoType::Datetime))
     };
-    let configured = serde_json::from_str::<serde_json::Value>(&job.plan.transform.config_json)
-        .ok()
-        .and_then(|v| {
-            v.get("timestampColumn")
-                .and_then(|c| c.as_str())
-                .map(str::to_string)
-        });
-    if let Some(c) = configured.filter(|c| is_datetime(c)) {
-        return Some(c);
+    if let Some(c) = job
+        .requirements
+        .event_time_column
+        .as_ref()
+        .filter(|c| is_datetime(c))
+    {
+        return Some(c.clone());
     }
     let needed: Vec<&str> = job
         .requirements
@@ -373,6 +372,14 @@ fn batch_digest(batch: &Batch) -> String {
             ColumnValues::Text(t) => {
                 h.update(t.data.as_bytes());
                 t.offsets.iter().for_each(|x| h.update(x.to_le_bytes()));
+            }
+            ColumnValues::Dictionary(d) => {
+                h.update(d.values.data.as_bytes());
+                d.values
+                    .offsets
+                    .iter()
+                    .for_each(|x| h.update(x.to_le_bytes()));
+                d.indices.iter().for_each(|x| h.update(x.to_le_bytes()));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Building a column-by-column [`Batch`] from values that arrive row by row.
 
+use super::dictionary::{DictionaryBuilder, Pushed};
 use super::values::{self, ValueResult};
 use crate::wit::{Batch, BatchContext, Column, ColumnValues, KustoType, TextArena};
 
@@ -18,7 +19,12 @@ enum Data {
     Longs(Vec<i64>),
     Reals(Vec<f64>),
     Ticks(Vec<i64>),
-    Text { data: String, offsets: Vec<u32> },
+    Text {
+        data: String,
+        offsets: Vec<u32>,
+    },
+    /// A string column while its values repeat.
+    Dictionary(DictionaryBuilder),
 }
 
 /// A text column passed 4 GiB, the most a `text-arena` can address.
@@ -33,12 +39,11 @@ impl ColumnBuilder {
             KustoType::Int | KustoType::Long => Data::Longs(Vec::new()),
             KustoType::Real => Data::Reals(Vec::new()),
             KustoType::Datetime | KustoType::Timespan => Data::Ticks(Vec::new()),
-            KustoType::Decimal | KustoType::String | KustoType::Guid | KustoType::Dynamic => {
-                Data::Text {
-                    data: String::new(),
-                    offsets: vec![0],
-                }
-            }
+            KustoType::String => Data::Dictionary(DictionaryBuilder::default()),
+            KustoType::Decimal | KustoType::Guid | KustoType::Dynamic => Data::Text {
+                data: String::new(),
+                offsets: vec![0],
+            },
         };
         ColumnBuilder {
             name: name.into(),
@@ -89,6 +94,10 @@ impl ColumnBuilder {
             Data::Longs(v) | Data::Ticks(v) => v.push(0),
             Data::Reals(v) => v.push(0.0),
             Data::Text { data, offsets } => offsets.push(data.len() as u32),
+            Data::Dictionary(_) => {
+                // Index of "" (added when new): a null names a value too.
+                let _ = self.push_dictionary("");
+            }
         }
     }
 
@@ -155,6 +164,10 @@ impl ColumnBuilder {
                 v.push(x);
                 true
             }
+            (Data::Dictionary(_), Raw::Text(s)) => {
+                self.push_dictionary(s)?;
+                true
+            }
             (Data::Text { data, offsets }, Raw::Text(s)) => {
                 let end = u32::try_from(data.len() + s.len())
                     .map_err(|_| ColumnTooLarge(self.name.clone()))?;
@@ -171,6 +184,30 @@ impl ColumnBuilder {
             self.push_null();
         }
         Ok(())
+    }
+
+    /// Stores `s` in the dictionary, or turns the column plain when its
+    /// values do not repeat and stores it there.
+    fn push_dictionary(&mut self, s: &str) -> Result<(), ColumnTooLarge> {
+        let Data::Dictionary(dict) = &mut self.data else {
+            return Ok(());
+        };
+        if let Pushed::Stored = dict.push(s) {
+            return Ok(());
+        }
+        let Data::Dictionary(dict) = std::mem::replace(&mut self.data, Data::Booleans(Vec::new()))
+        else {
+            return Ok(());
+        };
+        let (mut data, mut offsets) = dict.into_plain();
+        let end =
+            u32::try_from(data.len() + s.len()).map_err(|_| ColumnTooLarge(self.name.clone()));
+        if let Ok(end) = end {
+            data.push_str(s);
+            offsets.push(end);
+        }
+        self.data = Data::Text { data, offsets };
+        end.map(drop)
     }
 
     /// For values that cannot overflow a column (everything but text).
@@ -209,6 +246,7 @@ impl ColumnBuilder {
                 offsets.truncate(len + 1);
                 data.truncate(offsets[len] as usize);
             }
+            Data::Dictionary(dict) => dict.truncate(len),
         }
         self.len = len;
     }
@@ -220,6 +258,7 @@ impl ColumnBuilder {
             Data::Reals(v) => ColumnValues::Reals(v),
             Data::Ticks(v) => ColumnValues::Ticks(v),
             Data::Text { data, offsets } => ColumnValues::Text(TextArena { data, offsets }),
+            Data::Dictionary(dict) => ColumnValues::Dictionary(dict.finish()),
         };
         Column {
             name: self.name,
@@ -319,10 +358,13 @@ mod tests {
         c.push_text("c").unwrap();
         let col = c.finish();
         assert!(col.validity.is_empty(), "an empty string is not a null");
-        let ColumnValues::Text(t) = &col.values else {
-            panic!("text column")
-        };
-        assert_eq!((t.get(0), t.get(1), t.get(2)), ("ab", "", "c"));
+        let rows: Vec<&str> = (0..3).map(|r| col.text_at(r).unwrap()).collect();
+        assert_eq!(rows, ["ab", "", "c"]);
+        // A string column whose values repeat comes dictionary encoded.
+        assert!(matches!(col.values, ColumnValues::Dictionary(_)));
+        let mut g = ColumnBuilder::new("g", KustoType::Guid);
+        g.push_text("x").unwrap();
+        assert!(matches!(g.finish().values, ColumnValues::Text(_)));
     }
 
     #[test]
@@ -358,6 +400,7 @@ pub fn sort_rows(batch: &mut Batch) {
                     ColumnValues::Longs(v) | ColumnValues::Ticks(v) => v[a].cmp(&v[b]),
                     ColumnValues::Reals(v) => v[a].total_cmp(&v[b]),
                     ColumnValues::Text(t) => t.get(a).cmp(t.get(b)),
+                    ColumnValues::Dictionary(d) => d.get(a).cmp(d.get(b)),
                 },
             };
             if o != Ordering::Equal {
@@ -399,7 +442,45 @@ pub fn sort_rows(batch: &mut Batch) {
                 }
                 ColumnValues::Text(TextArena { data, offsets })
             }
+            ColumnValues::Dictionary(d) => {
+                ColumnValues::Dictionary(canonical_dictionary(d, &order))
+            }
         };
+    }
+}
+
+/// The rows of `d` in `order`, with the values numbered by first
+/// appearance, so the same rows give the same dictionary whatever order
+/// their values were first seen in.
+fn canonical_dictionary(
+    d: &crate::wit::TextDictionary,
+    order: &[usize],
+) -> crate::wit::TextDictionary {
+    const NEW: u32 = u32::MAX;
+    let mut renumbered = vec![NEW; d.values.offsets.len().saturating_sub(1)];
+    let mut data = String::new();
+    let mut offsets = vec![0u32];
+    let mut indices = Vec::with_capacity(order.len());
+    for &r in order {
+        let old = d.indices.get(r).copied().unwrap_or(0) as usize;
+        let slot = renumbered.get_mut(old);
+        let code = match slot {
+            Some(code) if *code != NEW => *code,
+            _ => {
+                let code = (offsets.len() - 1) as u32;
+                data.push_str(d.values.get(old));
+                offsets.push(u32::try_from(data.len()).unwrap_or(u32::MAX));
+                if let Some(slot) = renumbered.get_mut(old) {
+                    *slot = code;
+                }
+                code
+            }
+        };
+        indices.push(code);
+    }
+    crate::wit::TextDictionary {
+        values: TextArena { data, offsets },
+        indices,
     }
 }
 
@@ -420,11 +501,9 @@ mod sort_tests {
         sort_rows(&mut bb);
         assert_eq!(ba.columns, bb.columns);
         // Nulls first, then by value, column by column.
-        let ColumnValues::Text(s) = &ba.columns[1].values else {
-            panic!()
-        };
+        let s = &ba.columns[1];
         assert_eq!(
-            (0..4).map(|i| s.get(i)).collect::<Vec<_>>(),
+            (0..4).map(|i| s.text_at(i).unwrap()).collect::<Vec<_>>(),
             ["c", "a", "a", "b"]
         );
         assert!(!ba.columns[0].is_valid(0) && ba.columns[0].is_valid(1));

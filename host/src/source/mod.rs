@@ -9,6 +9,7 @@
 
 pub mod batch;
 mod csv_table;
+pub mod dictionary;
 pub mod error;
 pub mod input;
 pub mod json_values;

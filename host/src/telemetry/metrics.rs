@@ -182,6 +182,22 @@ impl Metrics {
             "1 when an ADX table has no ingestion-time policy and is read by its timestamp column",
             timestamp_fallback.clone(),
         );
+        let guests = &crate::transform::counters::COUNTERS;
+        registry.register(
+            "guest_text_cut",
+            "Guest text (log lines, error messages, skip reasons) cut to its limit, by kind",
+            guests.text_cut.clone(),
+        );
+        registry.register(
+            "guest_log_lines_dropped",
+            "Guest log lines dropped past the per-call limit",
+            guests.log_lines_dropped.clone(),
+        );
+        registry.register(
+            "guest_skip_reasons_folded",
+            "Skip counts whose reason was counted as `other` past the per-guest limit of distinct reasons",
+            guests.skip_reasons_folded.clone(),
+        );
         Metrics {
             registry,
             runs,

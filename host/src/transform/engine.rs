@@ -35,7 +35,10 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(to_anyhow)?;
-        start_epoch_ticker(&engine);
+        // Without the ticker no deadline fires and an endless guest would
+        // hold its batch forever: refuse to run guests at all.
+        start_epoch_ticker(&engine)
+            .map_err(|e| anyhow::anyhow!("cannot start the guest deadline ticker: {e}; refusing to run guests without deadlines"))?;
         let linker = sandbox::linker(&engine).map_err(to_anyhow)?;
         let cache = cache_dir.map(|dir| CompileCache::new(dir, &engine));
         Ok(Runtime {
@@ -93,9 +96,9 @@ impl Runtime {
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] so deadlines can fire.
 /// The thread holds only a weak reference and ends with the engine.
-fn start_epoch_ticker(engine: &Engine) {
+fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("wasm-epoch".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
@@ -103,10 +106,6 @@ fn start_epoch_ticker(engine: &Engine) {
                 drop(engine);
                 std::thread::sleep(EPOCH_TICK);
             }
-        });
-    if let Err(e) = spawned {
-        // Without the ticker a deadline never fires; calls still finish but
-        // an endless guest would hang its batch.
-        tracing::error!(error = %e, "could not start the epoch ticker: guest deadlines are off");
-    }
+        })
+        .map(drop)
 }

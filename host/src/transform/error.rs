@@ -52,6 +52,14 @@ pub enum TransformError {
         limit: usize,
     },
 
+    #[error("guest `{guest}` hit the sandbox's limit on {limit} on batch {batch}")]
+    SandboxLimit {
+        guest: String,
+        batch: String,
+        /// e.g. `core instances (64)`.
+        limit: String,
+    },
+
     #[error("guest `{guest}` trapped on batch {batch}: {trap}")]
     Trap {
         guest: String,
@@ -116,6 +124,7 @@ impl TransformError {
             TransformError::Rejected { .. } => "rejected",
             TransformError::Timeout { .. } => "timeout",
             TransformError::OutOfMemory { .. } => "out_of_memory",
+            TransformError::SandboxLimit { .. } => "sandbox_limit",
             TransformError::Trap { .. } => "trap",
             TransformError::OutputTooLarge { .. } => "output_too_large",
             TransformError::MalformedOutput { .. } => "malformed_output",

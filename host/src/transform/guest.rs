@@ -5,10 +5,21 @@ use std::sync::Arc;
 
 use wasmtime::{Engine, Store, Trap};
 
+use super::counters;
 use super::error::{TransformError, describe};
-use super::limits::Limits;
-use super::sandbox::GuestState;
-use crate::wit::{Batch, MetricData, Output, Requirements, Transformer, TransformerPre};
+use super::limits::{
+    Limits, MAX_GUEST_ERROR_BYTES, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, cut,
+};
+use super::output_check::{self, SkipReasons};
+use super::sandbox::{GuestState, ResourceLimit};
+use crate::wit::{Batch, Output, Requirements, Transformer, TransformerPre};
+
+/// How wasmtime says that lifting ran out of hostcall fuel (its error type
+/// for it is private, so the text is all there is to go by).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+/// How wasmtime says that a store's instance, memory or table count would
+/// pass the limiter's.
+const RESOURCE_COUNT_EXCEEDED: &str = "resource limit exceeded";
 
 /// Where a guest's code came from, for logs and status.
 #[derive(Debug, Clone)]
@@ -27,6 +38,8 @@ pub struct Guest {
     engine: Engine,
     pre: TransformerPre<GuestState>,
     limits: Limits,
+    /// The distinct skip reasons this guest has reported, kept bounded.
+    skip_reasons: Arc<SkipReasons>,
 }
 
 impl Guest {
@@ -43,6 +56,7 @@ impl Guest {
             engine,
             pre,
             limits,
+            skip_reasons: Arc::default(),
         }
     }
 
@@ -69,8 +83,8 @@ impl Guest {
         })?;
         result.map_err(|e| TransformError::Config {
             guest: self.name.to_string(),
-            field: e.field,
-            message: e.message,
+            field: e.field.map(|f| guest_text(&f)),
+            message: guest_text(&e.message),
         })
     }
 
@@ -82,21 +96,25 @@ impl Guest {
                 .adx_mon_metrics_transform_transform()
                 .call_transform(store, config, batch)
         })?;
-        let output = result.map_err(|e| TransformError::Rejected {
+        let mut output = result.map_err(|e| TransformError::Rejected {
             guest: self.name.to_string(),
             batch: label.clone(),
-            column: e.column,
+            column: e.column.map(|c| guest_text(&c)),
             row: e.row,
-            message: e.message,
+            message: guest_text(&e.message),
         })?;
-        check_output(&output, &self.limits).map_err(|(too_large, what)| {
+        output_check::check(&output, &self.limits).map_err(|e| {
             let (guest, batch) = (self.name.to_string(), label);
-            if too_large {
-                TransformError::OutputTooLarge { guest, batch, what }
-            } else {
-                TransformError::MalformedOutput { guest, batch, what }
+            match e {
+                output_check::Refusal::TooLarge(what) => {
+                    TransformError::OutputTooLarge { guest, batch, what }
+                }
+                output_check::Refusal::Malformed(what) => {
+                    TransformError::MalformedOutput { guest, batch, what }
+                }
             }
         })?;
+        self.skip_reasons.normalize(&mut output);
         Ok(output)
     }
 
@@ -110,6 +128,9 @@ impl Guest {
             GuestState::new(self.name.clone(), &self.limits),
         );
         store.limiter(|state| state.limiter());
+        // What lifting the output may allocate on the host, set from our
+        // limits rather than left to wasmtime's default.
+        store.set_hostcall_fuel(self.limits.max_output_bytes);
         store.set_epoch_deadline(self.limits.deadline_ticks());
         store.epoch_deadline_trap();
         let instance = match self.pre.instantiate(&mut store) {
@@ -128,12 +149,23 @@ impl Guest {
     ) -> TransformError {
         let guest = self.name.to_string();
         let batch = what.to_string();
-        if store.data().memory_limit_hit() {
-            return TransformError::OutOfMemory {
-                guest,
-                batch,
-                limit: self.limits.max_memory,
-            };
+        let sandbox_limit = |limit: String| TransformError::SandboxLimit {
+            guest: guest.clone(),
+            batch: batch.clone(),
+            limit,
+        };
+        match store.data().limit_hit() {
+            Some(ResourceLimit::Memory) => {
+                return TransformError::OutOfMemory {
+                    guest,
+                    batch,
+                    limit: self.limits.max_memory,
+                };
+            }
+            Some(ResourceLimit::TableElements) => {
+                return sandbox_limit(format!("table elements ({MAX_TABLE_ELEMENTS})"));
+            }
+            None => {}
         }
         if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             return TransformError::Timeout {
@@ -143,6 +175,23 @@ impl Guest {
             };
         }
         let reason = describe(&e);
+        if reason.contains(HOSTCALL_FUEL_EXHAUSTED) {
+            return TransformError::OutputTooLarge {
+                guest,
+                batch,
+                what: format!(
+                    "lifting it out of the guest would take more than the limit of {} bytes",
+                    self.limits.max_output_bytes
+                ),
+            };
+        }
+        if reason.contains(RESOURCE_COUNT_EXCEEDED) {
+            return sandbox_limit(format!(
+                "core instances ({MAX_INSTANCES}), memories ({MAX_MEMORIES}) or tables ({MAX_TABLES}): {reason}"
+            ));
+        }
+        // A trap's text can carry guest-chosen names (its name section).
+        let reason = guest_text(&reason);
         if instantiating {
             TransformError::Instantiate { guest, reason }
         } else {
@@ -155,119 +204,12 @@ impl Guest {
     }
 }
 
-/// Checks that every index in the output points where it should and that
-/// the output stays within the limits. `Err((too_large, what))`.
-fn check_output(out: &Output, limits: &Limits) -> Result<(), (bool, String)> {
-    let strings = out.strings.len();
-    let sets = out.attribute_set_ends.len();
-    let mut string_bytes: usize = out.strings.iter().map(String::len).sum();
-    let mut previous_end = 0u32;
-    for (i, &end) in out.attribute_set_ends.iter().enumerate() {
-        if end < previous_end || end as usize > out.attributes.len() {
-            return Err((
-                false,
-                format!(
-                    "attribute set {i} ends at {end}, outside 0..={}",
-                    out.attributes.len()
-                ),
-            ));
-        }
-        previous_end = end;
+/// Guest-chosen text on its way to logs, metrics or status: cut to
+/// [`MAX_GUEST_ERROR_BYTES`] and counted when it was cut.
+fn guest_text(text: &str) -> String {
+    let (text, was_cut) = cut(text, MAX_GUEST_ERROR_BYTES);
+    if was_cut {
+        counters::text_cut("error");
     }
-    for (i, a) in out.attributes.iter().enumerate() {
-        let value_index = match a.value {
-            crate::wit::AttributeValue::Str(s) => Some(s),
-            _ => None,
-        };
-        if a.key as usize >= strings || value_index.is_some_and(|s| s as usize >= strings) {
-            return Err((
-                false,
-                format!("attribute {i} refers to a string past the {strings} in the table"),
-            ));
-        }
-    }
-    let mut points = 0usize;
-    for m in &out.metrics {
-        string_bytes += m.name.len() + m.description.len() + m.unit.len();
-        if m.name.is_empty() {
-            return Err((false, "a metric has an empty name".to_string()));
-        }
-        let bad_set = |set: u32| set as usize >= sets;
-        match &m.data {
-            MetricData::Gauge(p) | MetricData::Sum(crate::wit::SumData { points: p, .. }) => {
-                let n = p.times.len();
-                if p.attribute_sets.len() != n
-                    || p.values.len() != n
-                    || !(p.start_times.is_empty() || p.start_times.len() == n)
-                {
-                    return Err((
-                        false,
-                        format!(
-                            "metric `{}`: point lists differ in length (times {n}, attribute sets {}, values {}, start times {})",
-                            m.name,
-                            p.attribute_sets.len(),
-                            p.values.len(),
-                            p.start_times.len()
-                        ),
-                    ));
-                }
-                if let Some(set) = p.attribute_sets.iter().find(|s| bad_set(**s)) {
-                    return Err((
-                        false,
-                        format!(
-                            "metric `{}` refers to attribute set {set} of {sets}",
-                            m.name
-                        ),
-                    ));
-                }
-                points += n;
-            }
-            MetricData::Histogram(h) => {
-                for p in &h.points {
-                    if bad_set(p.attribute_set) {
-                        return Err((
-                            false,
-                            format!(
-                                "metric `{}` refers to attribute set {} of {sets}",
-                                m.name, p.attribute_set
-                            ),
-                        ));
-                    }
-                    if !(p.bucket_counts.is_empty() && p.explicit_bounds.is_empty())
-                        && p.bucket_counts.len() != p.explicit_bounds.len() + 1
-                    {
-                        return Err((
-                            false,
-                            format!(
-                                "metric `{}`: a histogram point has {} bucket counts for {} bounds (want bounds + 1)",
-                                m.name,
-                                p.bucket_counts.len(),
-                                p.explicit_bounds.len()
-                            ),
-                        ));
-                    }
-                }
-                points += h.points.len();
-            }
-        }
-    }
-    if points > limits.max_output_points {
-        return Err((
-            true,
-            format!(
-                "{points} data points, more than the limit of {}",
-                limits.max_output_points
-            ),
-        ));
-    }
-    if string_bytes > limits.max_output_string_bytes {
-        return Err((
-            true,
-            format!(
-                "{string_bytes} bytes of strings, more than the limit of {}",
-                limits.max_output_string_bytes
-            ),
-        ));
-    }
-    Ok(())
+    text
 }

@@ -9,16 +9,19 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::counters::{self, COUNTERS};
 use super::error::TransformError;
-use super::limits::{Limits, MAX_LOG_LINES_PER_CALL, MAX_LOG_MESSAGE_BYTES, MAX_TABLE_ELEMENTS};
+use super::limits::{
+    Limits, MAX_INSTANCES, MAX_LOG_LINES_PER_CALL, MAX_LOG_MESSAGE_BYTES, MAX_MEMORIES,
+    MAX_TABLE_ELEMENTS, MAX_TABLES, TABLE_ELEMENT_BYTES, cut,
+};
 use crate::wit::{self, LogLevel};
 
-/// Import names a guest may have, by prefix. std's panic and environment
+/// Import names a guest may have, by prefix (besides our own `log` and
+/// `types` at this host's contract version). std's panic and environment
 /// paths pull in the WASI cli and io interfaces; the context behind them is
 /// empty, so they give nothing away.
 const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
-    "adx-mon:metrics-transform/log@",
-    "adx-mon:metrics-transform/types@",
     "wasi:cli/environment@",
     "wasi:cli/exit@",
     "wasi:cli/stdin@",
@@ -53,7 +56,7 @@ impl GuestState {
             table: ResourceTable::new(),
             limiter: GuestLimiter {
                 max_memory: limits.max_memory,
-                memory_limit_hit: false,
+                ..GuestLimiter::default()
             },
             log_lines: 0,
         }
@@ -63,8 +66,9 @@ impl GuestState {
         &mut self.limiter
     }
 
-    pub fn memory_limit_hit(&self) -> bool {
-        self.limiter.memory_limit_hit
+    /// Which limit of the store's resources a failed call ran into.
+    pub fn limit_hit(&self) -> Option<ResourceLimit> {
+        self.limiter.hit
     }
 }
 
@@ -81,19 +85,15 @@ impl wit::adx_mon::metrics_transform::log::Host for GuestState {
     fn log(&mut self, level: LogLevel, message: String) {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES_PER_CALL {
+            COUNTERS.log_lines_dropped.inc();
             if self.log_lines == MAX_LOG_LINES_PER_CALL + 1 {
                 tracing::warn!(guest = %self.guest, "guest log limit reached; further lines of this call are dropped");
             }
             return;
         }
-        let mut message = message;
-        if message.len() > MAX_LOG_MESSAGE_BYTES {
-            let mut cut = MAX_LOG_MESSAGE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str("...");
+        let (message, was_cut) = cut(&message, MAX_LOG_MESSAGE_BYTES);
+        if was_cut {
+            counters::text_cut("log");
         }
         let guest = &*self.guest;
         match level {
@@ -108,39 +108,122 @@ impl wit::adx_mon::metrics_transform::log::Host for GuestState {
 
 impl wit::adx_mon::metrics_transform::types::Host for GuestState {}
 
-/// Caps memory and tables, and remembers that the memory cap was the cause
-/// when a call fails.
+/// A limit on a store's resources that a call ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceLimit {
+    /// Linear memories and tables together, in bytes.
+    Memory,
+    TableElements,
+}
+
+/// Caps the store as a whole: the bytes of every linear memory and table
+/// together (a component may hold many core instances, each with its own
+/// memory), and how many instances, memories and tables it creates (those
+/// counts wasmtime enforces itself, from [`ResourceLimiter::instances`] and
+/// its siblings). Records which byte or element limit a failed call hit.
+#[derive(Default)]
 struct GuestLimiter {
     max_memory: usize,
-    memory_limit_hit: bool,
+    /// Bytes of every memory and table of the store.
+    used: usize,
+    table_elements: usize,
+    /// Growth allowed but not yet known to have happened: taken back when
+    /// wasmtime reports that it failed.
+    pending_memory: usize,
+    pending_elements: usize,
+    hit: Option<ResourceLimit>,
+}
+
+impl GuestLimiter {
+    fn refuse(&mut self, limit: ResourceLimit, message: String) -> wasmtime::Result<bool> {
+        self.hit = Some(limit);
+        // An error (not `false`) traps at once instead of letting the
+        // guest's allocator turn it into an abort with a vaguer message.
+        Err(wasmtime::Error::msg(message))
+    }
 }
 
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            self.memory_limit_hit = true;
-            // An error (not `false`) traps at once instead of letting the
-            // guest's allocator turn it into an abort with a vaguer message.
-            return Err(wasmtime::Error::msg(format!(
-                "memory limit of {} bytes reached (asked for {desired})",
-                self.max_memory
-            )));
+        let growth = desired.saturating_sub(current);
+        let total = self.used.saturating_add(growth);
+        if total > self.max_memory {
+            return self.refuse(
+                ResourceLimit::Memory,
+                format!(
+                    "memory limit of {} bytes reached: the guest's memories and tables would hold {total}",
+                    self.max_memory
+                ),
+            );
         }
+        self.used = total;
+        self.pending_memory = growth;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.used = self.used.saturating_sub(self.pending_memory);
+        self.pending_memory = 0;
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        let growth = desired.saturating_sub(current);
+        let elements = self.table_elements.saturating_add(growth);
+        if elements > MAX_TABLE_ELEMENTS {
+            return self.refuse(
+                ResourceLimit::TableElements,
+                format!(
+                    "table limit of {MAX_TABLE_ELEMENTS} elements reached (asked for {elements})"
+                ),
+            );
+        }
+        let bytes = growth.saturating_mul(TABLE_ELEMENT_BYTES);
+        let total = self.used.saturating_add(bytes);
+        if total > self.max_memory {
+            return self.refuse(
+                ResourceLimit::Memory,
+                format!(
+                    "memory limit of {} bytes reached: the guest's memories and tables would hold {total}",
+                    self.max_memory
+                ),
+            );
+        }
+        self.used = total;
+        self.table_elements = elements;
+        self.pending_elements = growth;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.table_elements = self.table_elements.saturating_sub(self.pending_elements);
+        self.used = self
+            .used
+            .saturating_sub(self.pending_elements.saturating_mul(TABLE_ELEMENT_BYTES));
+        self.pending_elements = 0;
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -155,27 +238,27 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<GuestState>> {
     Ok(linker)
 }
 
-/// Refuses a component that imports what the sandbox does not grant, or
-/// that does not export our transform interface.
+/// Refuses a component built for another version of the contract (naming
+/// it), one that does not export our transform interface, or one that
+/// imports what the sandbox does not grant.
 pub fn check_component(
     engine: &Engine,
     guest: &str,
     component: &Component,
 ) -> Result<(), TransformError> {
     let ty = component.component_type();
-    for (name, _) in ty.imports(engine) {
-        if !ALLOWED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            return Err(TransformError::ForbiddenImport {
-                guest: guest.to_string(),
-                import: name.to_string(),
-            });
-        }
-    }
     if ty.get_export(engine, wit::TRANSFORM_EXPORT).is_none() {
         let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
-        return Err(TransformError::IncompatibleContract {
-            guest: guest.to_string(),
-            reason: format!(
+        let prefix = format!("{}/transform@", wit::PACKAGE);
+        let reason = match exports.iter().find_map(|e| e.strip_prefix(&prefix)) {
+            Some(version) => format!(
+                "it was built for contract {version} and this host runs {}: rebuild it \
+                 against wit/v{} (the Rust SDK kusto-metrics-guest {}), see docs/custom-guest.md",
+                wit::CONTRACT_VERSION,
+                major_minor(wit::CONTRACT_VERSION),
+                major_minor(wit::CONTRACT_VERSION),
+            ),
+            None => format!(
                 "it does not export `{}` (it exports: {})",
                 wit::TRANSFORM_EXPORT,
                 if exports.is_empty() {
@@ -184,7 +267,30 @@ pub fn check_component(
                     exports.join(", ")
                 }
             ),
+        };
+        return Err(TransformError::IncompatibleContract {
+            guest: guest.to_string(),
+            reason,
         });
     }
+    let own = [
+        format!("{}/log@{}", wit::PACKAGE, wit::CONTRACT_VERSION),
+        format!("{}/types@{}", wit::PACKAGE, wit::CONTRACT_VERSION),
+    ];
+    for (name, _) in ty.imports(engine) {
+        let allowed = own.iter().any(|o| o == name)
+            || ALLOWED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p));
+        if !allowed {
+            return Err(TransformError::ForbiddenImport {
+                guest: guest.to_string(),
+                import: name.to_string(),
+            });
+        }
+    }
     Ok(())
+}
+
+/// `0.2` of `0.2.0`.
+fn major_minor(version: &str) -> &str {
+    version.rsplit_once('.').map_or(version, |(head, _)| head)
 }

@@ -127,7 +127,10 @@ impl kusto_metrics_guest::Guest for Histogram {
                 types: Vec::new(),
             });
         }
-        Ok(Requirements { columns })
+        Ok(Requirements {
+            columns,
+            event_time_column: Some(config.timestamp_column),
+        })
     }
 
     fn transform(config: String, batch: Batch) -> Result<Output, TransformError> {
@@ -224,7 +227,7 @@ impl kusto_metrics_guest::Guest for Histogram {
                 temporality: Temporality::Delta,
             }),
         });
-        Ok(out.finish(skips.finish()))
+        Ok(out.finish(skips))
     }
 }
 

@@ -9,6 +9,7 @@ impl kusto_metrics_guest::Guest for Clock {
     fn validate(_config: String) -> Result<Requirements, ConfigError> {
         Ok(Requirements {
             columns: Vec::new(),
+            event_time_column: None,
         })
     }
 

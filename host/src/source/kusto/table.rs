@@ -82,10 +82,7 @@ pub async fn table_columns(
         batch
             .columns
             .iter()
-            .find_map(|c| match (&c.values, c.name == name) {
-                (ColumnValues::Text(t), true) => Some(t),
-                _ => None,
-            })
+            .find(|c| c.name == name && c.text_at(0).is_some())
     };
     let (Some(names), Some(types)) = (text("ColumnName"), text("ColumnType")) else {
         return Err(response_error(
@@ -99,9 +96,9 @@ pub async fn table_columns(
     };
     Ok((0..batch.row_count as usize)
         .map(|row| {
-            let spelled = types.get(row).to_string();
+            let spelled = types.text_at(row).unwrap_or_default().to_string();
             TableColumn {
-                name: names.get(row).to_string(),
+                name: names.text_at(row).unwrap_or_default().to_string(),
                 ty: KustoType::parse(&spelled),
                 spelled,
             }
@@ -252,6 +249,7 @@ mod tests {
                     types: vec![KustoType::Datetime],
                 },
             ],
+            event_time_column: None,
         };
         let ok = [
             col("Ts", "datetime"),
