@@ -22,7 +22,9 @@ fn main() {
         "guests/sdk",
         "guests/column-mapping",
     ] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+        // Relative to host/: cargo resolves it against this checkout, so a
+        // target dir shared with another checkout still sees changes here.
+        println!("cargo:rerun-if-changed=../{watched}");
     }
     println!("cargo:rerun-if-env-changed=KUSTO_METRICS_GUEST_TARGET_DIR");
 

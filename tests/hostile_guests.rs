@@ -166,7 +166,7 @@ fn hostile_guests_fail_their_batch_in_bounded_memory_and_the_next_exporter_runs(
     );
 
     let many = setup.dir.path().join("many-instances.wasm");
-    std::fs::write(&many, common::instances::many_instances(20, 999)).unwrap();
+    std::fs::write(&many, common::instances::many_instances(7, 999)).unwrap();
 
     // (behaviour, what the error must say)
     let attacks: &[(&str, &str)] = &[

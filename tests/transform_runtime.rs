@@ -537,28 +537,34 @@ fn outputs_that_expand_or_alias_are_refused_before_they_are_spent() {
 
 #[test]
 fn many_core_instances_share_one_memory_budget() {
-    // 20 instances, each growing to 62.5 MiB: under 64 MiB each, far over
+    // 7 instances, each growing to 62.5 MiB: under 64 MiB each, far over
     // it together.
     let limits = Limits {
         max_memory: 64 << 20,
         ..Limits::default()
     };
     let guest = runtime(limits)
-        .load("many", &common::instances::many_instances(20, 999))
+        .load("many", &common::instances::many_instances(7, 999))
         .expect("loads");
     let err = guest.transform("\"ok\"", &table(&[])).unwrap_err();
     assert!(
         matches!(err, TransformError::OutOfMemory { limit, .. } if limit == 64 << 20),
         "{err}"
     );
-    // 100 small instances: over the instance count.
-    let guest = runtime(Limits::default())
-        .load("many", &common::instances::many_instances(100, 0))
-        .expect("loads");
-    let err = guest.transform("\"ok\"", &table(&[])).unwrap_err();
-    let text = err.to_string();
-    assert!(matches!(err, TransformError::SandboxLimit { .. }), "{text}");
-    assert!(text.contains("core instances (64)"), "{text}");
+    // More memories or instances than a component may have: refused at
+    // load, before anything runs.
+    for (count, pages, limit) in [(20, 0, "maximum of 8"), (100, 0, "maximum of 64")] {
+        let err = runtime(Limits::default())
+            .load("many", &common::instances::many_instances(count, pages))
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, TransformError::TooManyResources { .. }),
+            "{text}"
+        );
+        assert!(text.contains(limit), "{text}");
+    }
     // A few instances within both limits run.
     let guest = runtime(Limits::default())
         .load("few", &common::instances::many_instances(3, 16))

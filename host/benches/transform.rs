@@ -150,23 +150,26 @@ fn main() {
     guest.validate(CONFIG).expect("config is valid");
     let resource = Resource::default_host();
 
-    let (wasm, wasm_points) = measure(|| {
-        guest
-            .transform(CONFIG, &host_batch)
-            .expect("wasm transform")
-            .point_count()
-    });
-    let (native, native_points) = measure(|| {
-        column_mapping::transform(CONFIG, &guest_batch)
-            .expect("native transform")
-            .metrics
-            .iter()
-            .map(|m| match &m.data {
-                g::MetricData::Gauge(p) => p.times.len(),
-                _ => 0,
-            })
-            .sum()
-    });
+    // Alternating, so both see the same load on a shared machine.
+    let ((wasm, wasm_points), (native, native_points)) = race(
+        || {
+            guest
+                .transform(CONFIG, &host_batch)
+                .expect("wasm transform")
+                .point_count()
+        },
+        || {
+            column_mapping::transform(CONFIG, &guest_batch)
+                .expect("native transform")
+                .metrics
+                .iter()
+                .map(|m| match &m.data {
+                    g::MetricData::Gauge(p) => p.times.len(),
+                    _ => 0,
+                })
+                .sum()
+        },
+    );
     assert_eq!(wasm_points, ROWS);
     assert_eq!(native_points, ROWS);
 

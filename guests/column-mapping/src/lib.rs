@@ -479,7 +479,10 @@ impl<'a> Mapping<'a> {
         if let Some(set) = known.filter(|&s| s != UNSET) {
             return set;
         }
-        let index = self.build_attribute_set(row, set, scratch);
+        // A combination of dictionary indices names one attribute set, so a
+        // combination not seen before is a set not seen before.
+        self.collect_attributes(row, set, scratch);
+        let index = self.out.push_attribute_set(set);
         if let Some(combinations) = &mut self.combinations {
             match &mut combinations.sets {
                 CombinationTable::Direct(slots) => {
@@ -520,6 +523,17 @@ impl<'a> Mapping<'a> {
         set: &mut AttributeSetBuilder,
         scratch: &mut String,
     ) -> u32 {
+        self.collect_attributes(row, set, scratch);
+        self.out.attribute_set(set)
+    }
+
+    /// The row's labels into `set`.
+    fn collect_attributes(
+        &mut self,
+        row: usize,
+        set: &mut AttributeSetBuilder,
+        scratch: &mut String,
+    ) {
         set.clear();
         for label in &mut self.labels {
             if !label.column.is_valid(row) {
@@ -557,7 +571,6 @@ impl<'a> Mapping<'a> {
             };
             set.push(label.key, AttributeValue::Str(value));
         }
-        self.out.attribute_set(set)
     }
 
     fn finish(mut self) -> Result<Output, TransformError> {

@@ -85,6 +85,18 @@ impl OutputBuilder {
         i
     }
 
+    /// Adds the attribute set in `set` without looking for an equal one:
+    /// for a guest that already knows the set is new (the default guest
+    /// knows it from the combination of dictionary indices). Sets added this
+    /// way are not found by [`OutputBuilder::attribute_set`] later.
+    #[inline]
+    pub fn push_attribute_set(&mut self, set: &AttributeSetBuilder) -> u32 {
+        let i = self.set_ends.len() as u32;
+        self.attributes.extend(set.attrs.iter().cloned());
+        self.set_ends.push(self.attributes.len() as u32);
+        i
+    }
+
     pub fn push_metric(&mut self, metric: Metric) {
         self.metrics.push(metric);
     }

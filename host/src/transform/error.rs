@@ -52,6 +52,9 @@ pub enum TransformError {
         limit: usize,
     },
 
+    #[error("guest `{guest}` needs more than the sandbox allows: {reason}")]
+    TooManyResources { guest: String, reason: String },
+
     #[error("guest `{guest}` hit the sandbox's limit on {limit} on batch {batch}")]
     SandboxLimit {
         guest: String,
@@ -125,6 +128,7 @@ impl TransformError {
             TransformError::Timeout { .. } => "timeout",
             TransformError::OutOfMemory { .. } => "out_of_memory",
             TransformError::SandboxLimit { .. } => "sandbox_limit",
+            TransformError::TooManyResources { .. } => "too_many_resources",
             TransformError::Trap { .. } => "trap",
             TransformError::OutputTooLarge { .. } => "output_too_large",
             TransformError::MalformedOutput { .. } => "malformed_output",

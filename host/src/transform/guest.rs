@@ -12,6 +12,7 @@ use super::limits::{
 };
 use super::output_check::{self, SkipReasons};
 use super::sandbox::{GuestState, ResourceLimit};
+use super::slots::CallSlots;
 use crate::wit::{Batch, Output, Requirements, Transformer, TransformerPre};
 
 /// How wasmtime says that lifting ran out of hostcall fuel (its error type
@@ -40,6 +41,7 @@ pub struct Guest {
     limits: Limits,
     /// The distinct skip reasons this guest has reported, kept bounded.
     skip_reasons: Arc<SkipReasons>,
+    slots: Arc<CallSlots>,
 }
 
 impl Guest {
@@ -49,6 +51,7 @@ impl Guest {
         engine: Engine,
         pre: TransformerPre<GuestState>,
         limits: Limits,
+        slots: Arc<CallSlots>,
     ) -> Self {
         Guest {
             name: name.into(),
@@ -57,6 +60,7 @@ impl Guest {
             pre,
             limits,
             skip_reasons: Arc::default(),
+            slots,
         }
     }
 
@@ -66,12 +70,6 @@ impl Guest {
 
     pub fn provenance(&self) -> &Provenance {
         &self.provenance
-    }
-
-    /// The same guest with other limits (tests, per-exporter overrides).
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
     }
 
     /// Checks a configuration (JSON text) and returns the columns it reads.
@@ -123,6 +121,7 @@ impl Guest {
         what: &str,
         f: impl FnOnce(&mut Store<GuestState>, &Transformer) -> wasmtime::Result<R>,
     ) -> Result<R, TransformError> {
+        let _slot = self.slots.acquire();
         let mut store = Store::new(
             &self.engine,
             GuestState::new(self.name.clone(), &self.limits),

@@ -9,6 +9,7 @@
 //! - [`guest`]: a loaded guest; a fresh store per batch; failures typed.
 //! - [`output_check`]: what a guest returned, checked before it is spent.
 //! - [`counters`]: guest text cut or dropped, for `/metrics`.
+//! - [`slots`]: how many guest calls run at once (the instance pool's size).
 //! - [`builtin`]: the default guest, embedded in the binary.
 
 pub mod builtin;
@@ -21,6 +22,7 @@ pub mod limits;
 pub mod modules;
 pub mod output_check;
 pub mod sandbox;
+pub mod slots;
 
 pub use engine::Runtime;
 pub use error::TransformError;
