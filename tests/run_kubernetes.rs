@@ -644,3 +644,102 @@ fn an_oci_module_with_a_pull_secret_runs_in_the_cluster() {
     assert!(!me.to_string().contains("pw\""), "no secret in the status");
     assert!(!host.log_text().contains("\"pw\""), "no secret in the log");
 }
+
+#[test]
+fn another_namespace_gets_neither_the_cached_module_nor_the_pull_secret_of_this_one() {
+    let registry = common::registry::Registry::start_with(Some(("team", "pw")));
+    let one = registry.push(
+        "team/private",
+        "1.0",
+        &common::guest_path("column-mapping"),
+        &[],
+    );
+    let two = registry.push(
+        "team/private",
+        "2.0",
+        &common::guest_path("histogram-buckets"),
+        &[],
+    );
+    let s = Setup::new_with(&format!(
+        "registries:\n  insecure: [\"{}\"]\n",
+        registry.host()
+    ));
+    let config = format!(
+        r#"{{"auths": {{"{}": {{"username": "team", "password": "pw"}}}}}}"#,
+        registry.host()
+    );
+    s.api.create_core(
+        "secrets",
+        NS,
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "registry-creds", "namespace": NS},
+            "data": {".dockerconfigjson": b64(config.as_bytes())},
+        }),
+    );
+    let module = |digest: &str, secret: bool| {
+        let mut oci = json!({"ref": format!("{}/team/private", registry.host()), "digest": digest});
+        if secret {
+            oci["pullSecretRef"] = json!({"name": "registry-creds"});
+        }
+        json!({"spec": {"transform": {"module": {"oci": oci}}}})
+    };
+    s.rule("r1", "a", "T1");
+    s.exporter("owner", "{matchLabels: {team: a}}", "");
+    s.api.patch(
+        "metricsexporters",
+        NS,
+        "owner",
+        module(&one.manifest_digest, true),
+    );
+    s.append("T1", [7]);
+    let host = s.spawn("a", &[]);
+    // The owner pulled it: it is in the cache, and this host's registry
+    // sessions have signed in with the owner's secret.
+    s.expect_values(&[7], &host);
+    // Another namespace, no pull secret: the cached digest, and another
+    // digest of the same private repository.
+    const OTHER: &str = "team-b";
+    s.api.create(
+        "summaryrules",
+        &format!(
+            "apiVersion: adx-mon.azure.com/v1\nkind: SummaryRule\nmetadata: {{name: r2, namespace: {OTHER}, labels: {{team: b}}}}\nspec: {{database: DB, table: T2, body: \"T\", interval: 5m}}\n"
+        ),
+    );
+    s.append("T2", [100]);
+    for (name, digest) in [
+        ("cached", &one.manifest_digest),
+        ("uncached", &two.manifest_digest),
+    ] {
+        s.api.create(
+            "metricsexporters",
+            &format!(
+                "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {{name: {name}, namespace: {OTHER}}}\nspec:\n  summaryRuleSelector: {{matchLabels: {{team: b}}}}\n  exporters: [sink]\n  interval: 1s\n  transform: {{metricNameColumn: metric_name, valueColumn: v, timestampColumn: t, labelColumns: [host]}}\n"
+            ),
+        );
+        s.api
+            .patch("metricsexporters", OTHER, name, module(digest, false));
+    }
+    for name in ["cached", "uncached"] {
+        let me = s.api.wait_for("metricsexporters", OTHER, name, WAIT, |v| {
+            condition(v, "ModuleReady").is_some()
+        });
+        let m = condition(&me, "ModuleReady").unwrap();
+        assert_eq!(
+            (m["status"].as_str(), m["reason"].as_str()),
+            (Some("False"), Some("Unauthorized")),
+            "{name}: {m}\n{}",
+            host.log_text()
+        );
+        assert!(
+            m["message"]
+                .as_str()
+                .unwrap()
+                .contains("refused anonymous access"),
+            "{name}: {m}"
+        );
+        assert_eq!(condition(&me, "Ready").unwrap()["reason"], "ModuleNotReady");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.values(), [7], "team-b's rows never went out");
+}

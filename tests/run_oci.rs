@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::receiver::Receiver;
-use common::registry::Registry;
+use common::registry::{BadRegistry, Misbehaviour, Registry};
 use serde_json::Value;
 
 fn guest(name: &str) -> PathBuf {
@@ -231,6 +231,147 @@ fn credentials_come_from_a_docker_config_and_their_absence_is_named() {
     assert!(!stderr(&out).contains("s3cret"), "no secret in the output");
 }
 
+#[test]
+fn a_cached_private_module_serves_another_namespace_only_after_the_registry_accepts_it() {
+    let mut registry = Registry::start_with(Some(("team", "s3cret")));
+    let pushed = registry.push("team-a/private", "1.0", &guest("column-mapping"), &[]);
+    let host = registry.host();
+    let module = format!("oci://{host}/team-a/private@{}", pushed.manifest_digest);
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = registry.docker_config(dir.path());
+    let as_namespace = |ns: &str, credentials: bool| {
+        let mut extra = vec!["--insecure-registry", host.as_str(), "--namespace", ns];
+        if credentials {
+            extra.extend(["--docker-config", config.to_str().unwrap()]);
+        }
+        try_module(&module, cache.path(), &extra)
+    };
+    let out = as_namespace("team-a", true);
+    assert_eq!(ok_output(&out), expected_simple());
+    assert!(stderr(&out).contains("pulled"), "{}", stderr(&out));
+    // From here on the registry's copy of the layer is broken: a module
+    // that runs came from the cache, not from a new download.
+    registry.corrupt(&pushed.layer_digest);
+
+    // Another namespace names the digest without credentials: refused,
+    // although the bytes sit in the cache.
+    let out = as_namespace("team-b", false);
+    assert!(!out.status.success(), "team-b ran team-a's private module");
+    let err = stderr(&out);
+    assert!(
+        err.contains("[Unauthorized]")
+            && err.contains("refused anonymous access")
+            && err.contains("401"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    // With its own credentials: the registry says yes, and the cached copy
+    // runs without downloading anything.
+    let out = as_namespace("team-b", true);
+    assert_eq!(ok_output(&out), expected_simple());
+    assert!(stderr(&out).contains("from the cache"), "{}", stderr(&out));
+    // Checked once: with the registry down, both namespaces run it from
+    // the cache; a third, never checked, does not.
+    registry.stop();
+    for ns in ["team-a", "team-b"] {
+        let out = as_namespace(ns, false);
+        assert_eq!(ok_output(&out), expected_simple(), "{ns}");
+    }
+    let out = as_namespace("team-c", false);
+    assert!(!out.status.success(), "team-c was never checked");
+    assert!(stderr(&out).contains("[PullFailed]"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_registry_that_only_claims_a_cached_digest_gets_nothing_from_the_cache() {
+    let registry = Registry::start();
+    let pushed = registry.push("team-a/mapping", "1.0", &guest("column-mapping"), &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let host = registry.host();
+    let out = try_module(
+        &format!("oci://{host}/team-a/mapping@{}", pushed.manifest_digest),
+        cache.path(),
+        &["--insecure-registry", &host],
+    );
+    assert_eq!(ok_output(&out), expected_simple());
+    // Another registry says it holds that digest, and serves other bytes.
+    let liar = BadRegistry::start(Misbehaviour::ClaimsEverything);
+    let out = try_module(
+        &format!(
+            "oci://{}/team-b/mapping@{}",
+            liar.host(),
+            pushed.manifest_digest
+        ),
+        cache.path(),
+        &["--insecure-registry", &liar.host(), "--namespace", "team-b"],
+    );
+    assert!(!out.status.success(), "the cached module served a liar");
+    let err = stderr(&out);
+    assert!(
+        err.contains("[DigestMismatch]") && err.contains(&pushed.manifest_digest),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_manifest_over_the_cap_is_refused_without_reading_it_whole() {
+    for how in [Misbehaviour::HugeDeclared, Misbehaviour::HugeStreamed] {
+        let bad = BadRegistry::start(how);
+        let started = Instant::now();
+        let out = try_module(
+            &format!("oci://{}/team/huge@sha256:{}", bad.host(), "0".repeat(64)),
+            tempfile::tempdir().unwrap().path(),
+            &["--insecure-registry", &bad.host()],
+        );
+        assert!(!out.status.success(), "{how:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("[TooLarge]") && err.contains("4194304-byte cap"),
+            "{how:?}: the error says the cap\n{err}"
+        );
+        let sent = bad.manifest_bytes_sent(1, Duration::from_secs(20));
+        assert!(
+            sent < 64 << 20,
+            "{how:?}: the registry could write {sent} of 1 GiB: the host kept reading"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30), "{how:?}");
+    }
+}
+
+#[test]
+fn a_registry_that_trickles_its_manifest_times_out_as_pull_failed() {
+    let bad = BadRegistry::start(Misbehaviour::Trickle {
+        every: Duration::from_millis(200),
+    });
+    let d = Deployment::new(&bad.host(), "  timeout: 2s\n");
+    d.manifests(
+        &format!(
+            "{{oci: {{ref: \"{}/team/slow@sha256:{}\"}}}}",
+            bad.host(),
+            "0".repeat(64)
+        ),
+        GAUGE,
+    );
+    d.rows(GAUGE_HEADER, &["m,1,2025-06-25T10:00:00Z,h"]);
+    let started = Instant::now();
+    let out = d.run_once();
+    let took = started.elapsed();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("PullFailed") && err.contains("did not finish within 2s (registries.timeout)"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let sent = bad.manifest_bytes_sent(1, Duration::from_secs(10));
+    assert!(
+        (1..1000).contains(&sent),
+        "the manifest had begun to arrive and was cut off: {sent} bytes"
+    );
+    assert!(d.receiver.points().is_empty());
+}
+
 /// A local-mode deployment reading one table, with an OCI module.
 struct Deployment {
     dir: tempfile::TempDir,
@@ -238,7 +379,7 @@ struct Deployment {
 }
 
 impl Deployment {
-    fn new(registry: &Registry, registries_extra: &str) -> Deployment {
+    fn new(registry_host: &str, registries_extra: &str) -> Deployment {
         let receiver = Receiver::start();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
@@ -247,7 +388,7 @@ impl Deployment {
             dir.path().join("kusto-metrics.yaml"),
             format!(
                 "manifests: manifests\nsource:\n  local:\n    tables: tables\nstate: state\nreloadInterval: 200ms\nguests:\n  cacheDir: cache\nregistries:\n  insecure: [\"{}\"]\n{registries_extra}exporters:\n  - name: sink\n    otlp:\n      endpoint: {}\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}\n",
-                registry.host(),
+                registry_host,
                 receiver.http_endpoint()
             ),
         )
@@ -303,7 +444,7 @@ const HISTOGRAM: &str = "    metricName: latency\n    timestampColumn: t\n    bu
 fn run_refuses_a_module_over_the_size_limit_and_never_falls_back_to_the_builtin() {
     let registry = Registry::start();
     let pushed = registry.push("team/cm", "1.0", &guest("column-mapping"), &[]);
-    let d = Deployment::new(&registry, "  maxModuleSize: 1KiB\n");
+    let d = Deployment::new(&registry.host(), "  maxModuleSize: 1KiB\n");
     d.manifests(
         &format!(
             "{{oci: {{ref: \"{}/team/cm:1.0\", digest: \"{}\"}}}}",
@@ -332,7 +473,7 @@ fn a_module_swapped_while_running_is_used_from_the_next_run_and_progress_is_kept
     let mut registry = Registry::start();
     let mapping = registry.push("team/mapping", "1.0", &guest("column-mapping"), &[]);
     let histogram = registry.push("team/histogram", "1.0", &guest("histogram-buckets"), &[]);
-    let d = Deployment::new(&registry, "");
+    let d = Deployment::new(&registry.host(), "");
     let host = registry.host();
     d.manifests(
         &format!(

@@ -102,6 +102,15 @@ pub struct TestTransformArgs {
     /// Registry credentials (a Docker config.json).
     #[arg(long, env = "KUSTO_METRICS_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
+    /// The longest each registry step may take (sign-in, manifest, layer)
+    /// [default: 60s, as registries.timeout].
+    #[arg(long, value_parser = parse_duration)]
+    pub registry_timeout: Option<Duration>,
+    /// The namespace the module is fetched for: a cached OCI module that
+    /// another namespace pulled is used only once the registry has accepted
+    /// this one's credentials for it.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
     /// Print one line of JSON instead of indented JSON.
     #[arg(long)]
     pub compact: bool,

@@ -11,8 +11,10 @@
 //! - [`export`]: encodes the guest's [`wit::Output`] as OTLP (protobuf, JSON) with resource and scope.
 //!
 //! Beside them: [`api`] (MetricsExporter, SummaryRule, label selectors),
-//! [`config`] (the host config file), [`state`] (progress that survives
-//! restarts), [`telemetry`] (logs, self-metrics, health endpoints),
+//! [`config`] (the host config file), [`net`] (the outbound HTTP policy:
+//! clients, redirects, secrets over plain http, capped bodies), [`state`]
+//! (progress that survives restarts), [`telemetry`] (logs, self-metrics,
+//! health endpoints),
 //! [`wit`] (the contract's types, generated from `wit/`), [`error`]
 //! (retry classes shared by every stage), [`test_transform`] (the
 //! `kusto-metrics test-transform` command).
@@ -23,6 +25,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod export;
+pub mod net;
 pub mod schedule;
 pub mod source;
 pub mod state;

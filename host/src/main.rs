@@ -75,9 +75,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 registries: kusto_metrics::transform::modules::config::RegistriesConfig {
                     insecure: args.insecure_registries,
                     docker_config: args.docker_config,
+                    timeout: args.registry_timeout,
                     ..Default::default()
                 },
                 blob_dir: args.guest.cache_dir.as_ref().map(|d| d.join("modules")),
+                namespace: args.namespace,
             };
             let (stdout, summary) = test_transform::run(&runtime, &options)?;
             eprint!("{summary}");

@@ -26,6 +26,10 @@ pub struct Options {
     pub registries: RegistriesConfig,
     /// Where pulled modules are kept.
     pub blob_dir: Option<PathBuf>,
+    /// The namespace whose access to a cached OCI module counts: a module
+    /// pulled for one namespace is used for another only after the registry
+    /// has accepted the other's credentials.
+    pub namespace: String,
 }
 
 /// `--module`: an OCI reference or a file.
@@ -102,7 +106,9 @@ fn pull(r: &transform_file::OciRef, options: &Options) -> anyhow::Result<Fetched
         .enable_all()
         .build()
         .context("starting a runtime to pull the module")?;
-    Ok(rt.block_on(registries.fetch(r, None))?)
+    // The reason in brackets is what a MetricsExporter's module status says.
+    rt.block_on(registries.fetch(&options.namespace, r, None))
+        .map_err(|e| anyhow::anyhow!("{e} [{}]", e.reason.as_str()))
 }
 
 pub fn load_guest(runtime: &Runtime, module: Option<&ModuleRef>) -> anyhow::Result<Guest> {

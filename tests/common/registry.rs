@@ -196,3 +196,156 @@ impl Registry {
         path
     }
 }
+
+/// How a [`BadRegistry`] answers a manifest request.
+#[derive(Clone, Copy, Debug)]
+pub enum Misbehaviour {
+    /// A 1000-byte manifest, one byte every `every`.
+    Trickle { every: Duration },
+    /// Declares a 1 GiB manifest (`Content-Length`) and streams it.
+    HugeDeclared,
+    /// Streams a 1 GiB manifest without declaring its length.
+    HugeStreamed,
+    /// Says yes to every HEAD, serves `{}` for every GET: a registry that
+    /// claims to hold any digest.
+    ClaimsEverything,
+}
+
+/// A registry that misbehaves, on a loopback port: `/v2/` answers 200 (no
+/// sign-in), manifests as [`Misbehaviour`] says. Counts the manifest bytes
+/// it managed to write.
+pub struct BadRegistry {
+    port: u16,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    finished: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const HUGE: usize = 1 << 30;
+
+impl BadRegistry {
+    pub fn start(how: Misbehaviour) -> BadRegistry {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (s, f) = (sent.clone(), finished.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (s, f) = (s.clone(), f.clone());
+                std::thread::spawn(move || serve_bad(conn, how, &s, &f));
+            }
+        });
+        BadRegistry {
+            port,
+            sent,
+            finished,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Manifest bytes written, once every manifest answer begun has ended
+    /// (the client hung up or all was sent); waits up to `within`.
+    pub fn manifest_bytes_sent(&self, answers: usize, within: Duration) -> usize {
+        use std::sync::atomic::Ordering;
+        let deadline = Instant::now() + within;
+        while self.finished.load(Ordering::SeqCst) < answers {
+            assert!(
+                Instant::now() < deadline,
+                "the manifest answers did not end: the client kept reading"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+fn serve_bad(
+    mut conn: std::net::TcpStream,
+    how: Misbehaviour,
+    sent: &std::sync::atomic::AtomicUsize,
+    finished: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    let mut reader = BufReader::new(conn.try_clone().expect("clone the socket"));
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        // Headers, up to the blank line; requests here have no body.
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_string();
+        let path = parts.next().unwrap_or_default().to_string();
+        if !path.contains("/manifests/") {
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+            );
+            continue;
+        }
+        let media = "application/vnd.oci.image.manifest.v1+json";
+        let write_body = |conn: &mut std::net::TcpStream, chunk: &[u8], total: usize, pause| {
+            let mut written = 0;
+            while written < total {
+                let n = chunk.len().min(total - written);
+                if conn.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                written += n;
+                sent.fetch_add(n, Ordering::SeqCst);
+                if let Some(p) = pause {
+                    std::thread::sleep(p);
+                }
+            }
+            finished.fetch_add(1, Ordering::SeqCst);
+        };
+        match how {
+            Misbehaviour::ClaimsEverything => {
+                let body: &[u8] = if method == "HEAD" { b"" } else { b"{}" };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {media}\r\ncontent-length: 2\r\n\r\n"
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let _ = conn.write_all(body);
+            }
+            Misbehaviour::Trickle { every } => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {media}\r\ncontent-length: 1000\r\n\r\n"
+                );
+                let _ = conn.write_all(head.as_bytes());
+                write_body(&mut conn, b" ", 1000, Some(every));
+                return;
+            }
+            Misbehaviour::HugeDeclared => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {media}\r\ncontent-length: {HUGE}\r\n\r\n"
+                );
+                let _ = conn.write_all(head.as_bytes());
+                write_body(&mut conn, &[b' '; 64 * 1024], HUGE, None);
+                return;
+            }
+            Misbehaviour::HugeStreamed => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {media}\r\nconnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(head.as_bytes());
+                write_body(&mut conn, &[b' '; 64 * 1024], HUGE, None);
+                return;
+            }
+        }
+    }
+}

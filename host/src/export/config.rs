@@ -477,6 +477,33 @@ impl Endpoint {
     }
 }
 
+/// Refuses a secret header (read from `env`/`file`, or named like a
+/// credential) that would go over plain `http://` to a host that is not
+/// loopback: the rule of [`crate::net::cleartext`], for OTLP (HTTP and gRPC
+/// metadata alike) and remote write.
+pub(crate) fn refuse_secret_headers_in_clear(
+    endpoint: &str,
+    headers: &BTreeMap<String, HeaderValue>,
+) -> Result<(), String> {
+    let Ok(url) = reqwest::Url::parse(endpoint) else {
+        // Endpoint::parse has named what is wrong with it.
+        return Ok(());
+    };
+    for (name, value) in headers {
+        let what = match value {
+            HeaderValue::Env(_) => "a header read from `env` (a secret)",
+            HeaderValue::File(_) => "a header read from `file` (a secret)",
+            HeaderValue::Value(_) => "a header named like a credential",
+        };
+        let from_env_or_file = !matches!(value, HeaderValue::Value(_));
+        if crate::net::cleartext::is_secret_header(name, from_env_or_file) {
+            crate::net::refuse_plain_http(&url, &format!("headers.{name}"), what)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 /// Where OTLP/HTTP metrics go when the endpoint names only the receiver.
 pub const HTTP_METRICS_PATH: &str = "/v1/metrics";
 
@@ -533,6 +560,7 @@ impl OtlpConfig {
                 );
             }
         }
+        refuse_secret_headers_in_clear(&self.endpoint, &self.headers)?;
         for name in self.headers.keys() {
             let valid = http::HeaderName::from_bytes(name.as_bytes()).is_ok();
             if !valid {
@@ -794,6 +822,14 @@ exporters:
                 "      endpoint: http://a:1\n      headers: {'bad header': x}\n",
                 "bad header",
             ),
+            (
+                "      endpoint: http://collector.monitoring:4318\n      headers: {DD-API-KEY: abc}\n",
+                "headers.DD-API-KEY: a header named like a credential: not sent over plain http://",
+            ),
+            (
+                "      endpoint: http://10.0.0.7:4317\n      protocol: grpc\n      headers: {x-tenant: {env: TENANT}}\n",
+                "headers.x-tenant: a header read from `env` (a secret): not sent over plain http:// to `10.0.0.7`",
+            ),
         ];
         for (yaml, expected) in cases {
             let e = otlp_error(yaml);
@@ -809,6 +845,22 @@ exporters:
         .validate()
         .expect_err("zero points");
         assert!(e.contains("maxPointsPerRequest"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_takes_secrets_only_to_loopback() {
+        let ok = |yaml: &str| {
+            let text = format!("exporters:\n  - name: x\n    otlp:\n{yaml}");
+            parse(&text).expect("parses")[0]
+                .validate()
+                .unwrap_or_else(|e| panic!("{yaml}: {e}"));
+        };
+        // Loopback does not leave the machine; https protects the rest.
+        ok("      endpoint: http://127.0.0.1:4318\n      headers: {Authorization: {env: T}}\n");
+        ok("      endpoint: http://localhost:4318\n      headers: {DD-API-KEY: {file: k}}\n");
+        ok("      endpoint: https://collector:4318\n      headers: {DD-API-KEY: {file: k}}\n");
+        // A header that is no secret may cross a cluster network in clear.
+        ok("      endpoint: http://mimir:9009/otlp\n      headers: {X-Scope-OrgID: team-a}\n");
     }
 
     #[test]

@@ -15,8 +15,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use super::config::{Compression, OtlpConfig};
 use super::deliver::{Encoding, ErrorKind, MAX_REQUEST_BYTES, Settings, error_chain};
-use super::otlp_http::{USER_AGENT, read_pem};
+use super::otlp_http::read_pem;
 use super::retry::RetryPolicy;
+use crate::net::USER_AGENT;
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 

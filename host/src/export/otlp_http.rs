@@ -9,9 +9,8 @@ use super::config::{Compression, OtlpConfig, Protocol, TlsConfig};
 use super::deliver::{Encoding, ErrorKind, MAX_REQUEST_BYTES, Settings, error_chain};
 use super::otlp_grpc::google_rpc;
 use super::retry::RetryPolicy;
+use crate::net::{self, NetError, Redirects};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
-
-pub const USER_AGENT: &str = concat!("kusto-metrics/", env!("CARGO_PKG_VERSION"));
 
 /// How much of an error body goes into the error message: enough for a
 /// collector's explanation, not a whole HTML error page.
@@ -19,13 +18,13 @@ pub const ERROR_SNIPPET_BYTES: usize = 512;
 /// How much of any response body is read. OTLP responses are a few bytes;
 /// the rest of a larger body is dropped with the connection.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-const MAX_REDIRECTS: usize = 5;
 
 pub struct OtlpHttp {
     settings: Settings,
     url: String,
     client: reqwest::Client,
     headers: HeaderMap,
+    redirects: Redirects,
 }
 
 impl OtlpHttp {
@@ -47,7 +46,10 @@ impl OtlpHttp {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
 
-        let client = build_client(name, &config.tls, config.timeout)?;
+        // Any configured header may be a secret (an API key, a tenant):
+        // none of them may follow a redirect to another server.
+        let redirects = Redirects::post(!config.headers.is_empty());
+        let client = build_client(name, &config.tls, config.timeout, redirects)?;
         Ok(OtlpHttp {
             settings: Settings {
                 name: name.to_string(),
@@ -61,6 +63,7 @@ impl OtlpHttp {
             url,
             client,
             headers,
+            redirects,
         })
     }
 
@@ -75,15 +78,22 @@ impl OtlpHttp {
     /// One attempt: POST `body`, and on success the points the receiver
     /// says it rejected.
     pub(crate) async fn post(&self, body: Bytes) -> Result<u64, ErrorKind> {
-        let mut response = self
+        let response = self
             .client
             .post(&self.url)
             .headers(self.headers.clone())
             .body(body)
             .send()
             .await
-            .map_err(|e| ErrorKind::Connect(error_chain(&e)))?;
+            .map_err(|e| send_error(&e, self.settings.timeout))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(ErrorKind::Config(net::redirect::explain(
+                self.redirects,
+                &self.url,
+                &response,
+            )));
+        }
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -98,7 +108,7 @@ impl OtlpHttp {
         if status.is_success() {
             // The receiver has taken the data: a body cut short does not
             // undo that, so it is not worth resending.
-            let body = match read_limited(&mut response, MAX_RESPONSE_BYTES).await {
+            let body = match net::read_capped(response, MAX_RESPONSE_BYTES).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(exporter = %self.settings.name, error = %error_chain(&e), "could not read the success response");
@@ -112,9 +122,7 @@ impl OtlpHttp {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = read_limited(&mut response, MAX_RESPONSE_BYTES)
-            .await
-            .unwrap_or_default();
+        let body = net::read_prefix(response, MAX_RESPONSE_BYTES).await;
         let reason = status.canonical_reason().unwrap_or("");
         let detail = error_message(&body, json);
         let message = match (reason, detail.is_empty()) {
@@ -213,20 +221,6 @@ fn snippet(body: &[u8]) -> String {
     text
 }
 
-async fn read_limited(
-    response: &mut reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while body.len() < limit {
-        match response.chunk().await? {
-            Some(chunk) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
-            None => break,
-        }
-    }
-    Ok(body)
-}
-
 /// The configured headers with their secrets read, marked sensitive so
 /// they never show in debug output.
 pub(crate) fn user_headers(
@@ -248,63 +242,49 @@ pub(crate) fn user_headers(
     Ok(headers)
 }
 
+/// The client of one exporter (OTLP/HTTP or remote write), built by
+/// [`net::build`] with `tls` read now.
 pub(crate) fn build_client(
     name: &str,
     tls: &TlsConfig,
     timeout: Duration,
+    redirects: Redirects,
 ) -> Result<reqwest::Client, ErrorKind> {
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .user_agent(USER_AGENT)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::custom(|attempt| {
-            // 301 and 302 turn a POST into a GET without a body, which a
-            // receiver may answer with success while the metrics are lost;
-            // 307 and 308 resend the body as it was.
-            let keeps_body = matches!(attempt.status().as_u16(), 307 | 308);
-            if keeps_body && attempt.previous().len() < MAX_REDIRECTS {
-                attempt.follow()
-            } else {
-                attempt.stop()
-            }
-        }));
+    let pem = |path: &std::path::Path, key: &str| {
+        net::Pem::read(path, &format!("tls.{key}")).map_err(tls_error)
+    };
+    let mut files = net::Tls {
+        accept_invalid_certs: tls.insecure_skip_verify,
+        ..net::Tls::default()
+    };
     if let Some(path) = &tls.ca_file {
-        let pem = read_pem(path, "caFile")?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            ErrorKind::Tls(format!("caFile {}: {}", path.display(), error_chain(&e)))
-        })?;
-        if certs.is_empty() {
-            return Err(ErrorKind::Tls(format!(
-                "caFile {}: no PEM certificate in it",
-                path.display()
-            )));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
+        files.roots.push(pem(path, "caFile")?);
     }
     if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-        let mut pem = read_pem(cert, "certFile")?;
-        pem.push(b'\n');
-        pem.extend_from_slice(&read_pem(key, "keyFile")?);
-        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-            ErrorKind::Tls(format!(
-                "certFile {} / keyFile {}: {}",
-                cert.display(),
-                key.display(),
-                error_chain(&e)
-            ))
-        })?;
-        builder = builder.identity(identity);
+        files.identity = Some((pem(cert, "certFile")?, pem(key, "keyFile")?));
     }
-    if tls.insecure_skip_verify {
-        tracing::warn!(
-            exporter = name,
-            "tls.insecureSkipVerify is on: the receiver's certificate is not checked, so anyone on the path can read and change the metrics"
-        );
-        builder = builder.danger_accept_invalid_certs(true);
+    net::build(net::ClientSpec {
+        purpose: &format!("exporter {name}"),
+        redirects,
+        timeouts: net::Timeouts::within(timeout),
+        tls: files,
+    })
+    .map_err(tls_error)
+}
+
+/// A request that failed before an answer: the client's own deadline (the
+/// exporter's `timeout`) is a timeout like the retry loop's, anything else
+/// a connection problem.
+pub(crate) fn send_error(e: &reqwest::Error, timeout: Duration) -> ErrorKind {
+    if e.is_timeout() {
+        ErrorKind::Timeout(timeout)
+    } else {
+        ErrorKind::Connect(error_chain(e))
     }
-    builder.build().map_err(|e| ErrorKind::Tls(error_chain(&e)))
+}
+
+fn tls_error(e: NetError) -> ErrorKind {
+    ErrorKind::Tls(e.to_string())
 }
 
 pub(crate) fn read_pem(path: &std::path::Path, key: &str) -> Result<Vec<u8>, ErrorKind> {
@@ -944,9 +924,12 @@ mod server_tests {
             .await
             .expect_err("not followed");
         assert_eq!(server.received().len(), 1);
-        assert_eq!(e.reason(), "http_other");
+        assert_eq!(e.reason(), "config");
         assert_eq!(e.retry_class(), RetryClass::Permanent);
-        assert!(e.to_string().contains("HTTP 302"), "{e}");
+        assert!(
+            e.to_string().contains("HTTP 302") && e.to_string().contains("only 307 and 308"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

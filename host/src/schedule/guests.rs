@@ -287,7 +287,7 @@ impl GuestCache {
                     }
                     (None, _) => None,
                 };
-                let f = self.registries.fetch(r, secret.as_ref()).await?;
+                let f = self.registries.fetch(namespace, r, secret.as_ref()).await?;
                 let name = r
                     .reference
                     .rsplit('/')

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::series::ConvertOptions;
-use crate::export::config::{Endpoint, HeaderValue, RetryConfig, TlsConfig, duration};
+use crate::export::config::{
+    Endpoint, HeaderValue, RetryConfig, TlsConfig, duration, refuse_secret_headers_in_clear,
+};
 
 /// Samples per remote-write request unless the config says otherwise: what
 /// Prometheus' own remote-write queue sends by default.
@@ -121,6 +123,7 @@ impl RemoteWriteConfig {
                 self.endpoint
             ));
         }
+        refuse_secret_headers_in_clear(&self.endpoint, &self.headers)?;
         if self.timeout.is_zero() {
             return Err("timeout: must be positive".into());
         }
@@ -198,6 +201,15 @@ mod tests {
         assert_eq!(c.max_samples_per_request, 2000);
         assert!(c.naming.add_suffixes && c.naming.scope_labels);
         c.validate().unwrap();
+        let c: RemoteWriteConfig = serde_yaml::from_str(
+            "endpoint: http://mimir.monitoring:9009/api/v1/push\nheaders: {X-Scope-OrgID: {env: TENANT}}",
+        )
+        .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.starts_with("headers.X-Scope-OrgID: a header read from `env` (a secret): not sent over plain http://"),
+            "{e}"
+        );
         let c: RemoteWriteConfig = serde_yaml::from_str("endpoint: p:9090").unwrap();
         assert!(c.validate().unwrap_err().starts_with("endpoint:"));
         assert!(

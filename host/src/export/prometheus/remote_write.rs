@@ -16,9 +16,10 @@ use super::config::RemoteWriteConfig;
 use super::naming::FamilyType;
 use super::series::{ConvertOptions, Converted, convert};
 use crate::export::Resource;
-use crate::export::deliver::{Delivered, ErrorKind, ExportError, error_chain};
-use crate::export::otlp_http::{USER_AGENT, build_client, parse_retry_after, user_headers};
+use crate::export::deliver::{Delivered, ErrorKind, ExportError};
+use crate::export::otlp_http::{build_client, parse_retry_after, send_error, user_headers};
 use crate::export::retry::{self, RetryPolicy};
+use crate::net::{self, Redirects, USER_AGENT};
 use crate::wit::Output;
 
 /// The protocol version header of remote write 1.0.
@@ -147,6 +148,7 @@ pub struct RemoteWrite {
     url: String,
     client: reqwest::Client,
     headers: HeaderMap,
+    redirects: Redirects,
     timeout: std::time::Duration,
     retry: RetryPolicy,
     max_samples: usize,
@@ -166,12 +168,16 @@ impl RemoteWrite {
             HeaderName::from_static("x-prometheus-remote-write-version"),
             HeaderValue::from_static(REMOTE_WRITE_VERSION),
         );
-        let client = build_client(name, &config.tls, config.timeout)?;
+        // Mimir's `X-Scope-OrgID` names the tenant the samples land in: no
+        // configured header may follow a redirect to another server.
+        let redirects = Redirects::post(!config.headers.is_empty());
+        let client = build_client(name, &config.tls, config.timeout, redirects)?;
         Ok(RemoteWrite {
             name: name.to_string(),
             url: config.endpoint.clone(),
             client,
             headers,
+            redirects,
             timeout: config.timeout,
             retry: RetryPolicy::from_config(&config.retry),
             max_samples: config.max_samples_per_request,
@@ -302,17 +308,24 @@ impl RemoteWrite {
             .body(body)
             .send()
             .await
-            .map_err(|e| ErrorKind::Connect(error_chain(&e)))?;
+            .map_err(|e| send_error(&e, self.timeout))?;
         let status = response.status();
         if status.is_success() {
             return Ok(0);
+        }
+        if status.is_redirection() {
+            return Err(ErrorKind::Config(net::redirect::explain(
+                self.redirects,
+                &self.url,
+                &response,
+            )));
         }
         let retry_after = response
             .headers()
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = read_limited(response, MAX_ERROR_BODY).await;
+        let body = net::read_prefix(response, MAX_ERROR_BODY).await;
         let mut message = String::from_utf8_lossy(&body).trim().to_string();
         if message.len() > ERROR_SNIPPET_BYTES {
             let mut cut = ERROR_SNIPPET_BYTES;
@@ -331,20 +344,6 @@ impl RemoteWrite {
             retry_after,
         })
     }
-}
-
-/// At most `max` bytes of a body: a misbehaving proxy cannot make the host
-/// buffer without bound.
-async fn read_limited(mut response: reqwest::Response, max: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = max.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= max {
-            break;
-        }
-    }
-    out
 }
 
 /// The requests of an output, each with its sample count: series in order,

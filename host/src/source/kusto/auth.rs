@@ -50,11 +50,19 @@ impl Identity {
 }
 
 fn client_options() -> Result<ClientOptions, String> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(TOKEN_CONNECT_TIMEOUT)
-        .timeout(TOKEN_TIMEOUT)
-        .build()
-        .map_err(|e| format!("HTTP client for tokens: {e}"))?;
+    // Token requests carry a client secret, an assertion or IMDS's
+    // `Metadata` header: never redirected to another origin.
+    let http = crate::net::build(crate::net::ClientSpec {
+        purpose: "tokens",
+        redirects: crate::net::Redirects::get(true),
+        timeouts: crate::net::Timeouts {
+            connect: TOKEN_CONNECT_TIMEOUT,
+            read: TOKEN_TIMEOUT,
+            total: TOKEN_TIMEOUT,
+        },
+        tls: crate::net::Tls::default(),
+    })
+    .map_err(|e| e.to_string())?;
     Ok(ClientOptions {
         transport: Some(transport(http)),
         ..ClientOptions::default()

@@ -10,10 +10,11 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::auth::Identity;
-use super::config::KustoConfig;
+use super::config::{AuthMode, KustoConfig};
 use super::error::{DEFAULT_THROTTLE_WAIT, KustoError, KustoErrorKind, is_limit_message};
 use crate::export::otlp_http::parse_retry_after;
 use crate::export::retry::{RetryPolicy, retry};
+use crate::net::{self, BodyError, Redirects, error_chain};
 use crate::source::InputError;
 
 /// `x-ms-app`: how ADX's own logs name us.
@@ -22,6 +23,11 @@ pub const APPLICATION: &str = "kusto-metrics";
 const MAX_ERROR_BODY: usize = 2048;
 /// The most of an error answer read at all.
 const MAX_ERROR_READ: usize = 64 * 1024;
+/// The largest answer read. ADX cuts a result at 64 MB by default
+/// (`truncationmaxsize`); its JSON frames are larger than the data, so this
+/// leaves room while a proxy's endless body still ends. Over it, the answer
+/// counts as a limit hit: the window is halved, as for ADX's own.
+pub const MAX_ANSWER_BYTES: usize = 512 << 20;
 /// The most the client waits past the server's own timeout.
 const CLIENT_TIMEOUT_MARGIN: Duration = Duration::from_secs(15);
 
@@ -49,6 +55,7 @@ pub struct Answer {
 
 pub struct KustoClient {
     http: reqwest::Client,
+    redirects: Redirects,
     config: KustoConfig,
     identity: Identity,
     retry: RetryPolicy,
@@ -56,12 +63,18 @@ pub struct KustoClient {
 
 impl KustoClient {
     pub fn new(config: &KustoConfig, identity: Identity) -> Result<KustoClient, String> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("kusto-metrics/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("HTTP client for ADX: {e}"))?;
+        let redirects = Redirects::post(config.auth != AuthMode::None);
+        let http = net::build(net::ClientSpec {
+            purpose: "kusto",
+            redirects,
+            // ADX thinks for up to `servertimeout` before its first byte.
+            timeouts: net::Timeouts::slow_first_byte(attempt_timeout(config.timeout)),
+            tls: net::Tls::default(),
+        })
+        .map_err(|e| e.to_string())?;
         Ok(KustoClient {
             http,
+            redirects,
             config: config.clone(),
             identity,
             retry: RetryPolicy::from_config(&config.retry),
@@ -193,10 +206,14 @@ impl KustoClient {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| KustoErrorKind::Network(error_chain(&e)))?;
+        let deadline = attempt_timeout(self.config.timeout);
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                KustoErrorKind::Timeout(deadline)
+            } else {
+                KustoErrorKind::Network(error_chain(&e))
+            }
+        })?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -204,21 +221,23 @@ impl KustoClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         if status == 200 {
-            return response.bytes().await.map_err(|e| {
-                KustoErrorKind::Network(format!("reading the answer: {}", error_chain(&e)))
+            return net::read_capped(response, MAX_ANSWER_BYTES)
+                .await
+                .map_err(|e| match e {
+                    BodyError::Read { timeout: true, .. } => KustoErrorKind::Timeout(deadline),
+                    BodyError::Read { .. } => KustoErrorKind::Network(e.to_string()),
+                    _ => KustoErrorKind::ResultTooLarge(e.to_string()),
+                });
+        }
+        if (300..400).contains(&status) {
+            return Err(KustoErrorKind::Refused {
+                status,
+                message: net::redirect::explain(self.redirects, url, &response),
             });
         }
         // An error answer is read only so far: a proxy's endless page must
         // not fill memory.
-        let mut bytes = Vec::new();
-        let mut response = response;
-        while let Ok(Some(chunk)) = response.chunk().await {
-            let room = MAX_ERROR_READ.saturating_sub(bytes.len());
-            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if bytes.len() >= MAX_ERROR_READ {
-                break;
-            }
-        }
+        let bytes = net::read_prefix(response, MAX_ERROR_READ).await;
         let message = error_message(&bytes);
         Err(match status {
             401 | 403 => KustoErrorKind::Unauthorized {
@@ -293,17 +312,6 @@ fn error_message(body: &[u8]) -> String {
             text[..cut].to_string()
         }
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

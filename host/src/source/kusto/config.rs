@@ -140,13 +140,14 @@ impl KustoConfig {
                 .map_err(|e| format!("endpoints.{db}: `{url}` is not a URL: {e}"))?;
             match parsed.scheme() {
                 "https" => {}
-                // A token must never travel in clear text over a network;
-                // loopback (an emulator or test server) does not leave the host.
-                "http" if self.auth == AuthMode::None || is_loopback(&parsed) => {}
+                "http" if self.auth == AuthMode::None => {}
                 "http" => {
-                    return Err(format!(
-                        "endpoints.{db}: `{url}` is plain HTTP; tokens are only sent over https or to a loopback address"
-                    ));
+                    crate::net::refuse_plain_http(
+                        &parsed,
+                        &format!("endpoints.{db}"),
+                        &format!("a token (auth: {})", self.auth.as_str()),
+                    )
+                    .map_err(|e| e.to_string())?;
                 }
                 other => {
                     return Err(format!(
@@ -185,15 +186,6 @@ impl KustoConfig {
     }
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +203,10 @@ mod tests {
 
         let c = parse("endpoints: {Db: http://c.westeurope.kusto.windows.net}");
         let e = c.validate().unwrap_err();
-        assert!(e.contains("tokens are only sent over https"), "{e}");
+        assert!(
+            e.starts_with("endpoints.Db: a token (auth: default): not sent over plain http://"),
+            "{e}"
+        );
         parse("endpoints: {Db: http://127.0.0.1:8080}")
             .validate()
             .unwrap();

@@ -1,11 +1,16 @@
 //! `registries:` in the host configuration: how OCI modules are pulled.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// The largest module pulled unless the config says otherwise.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 10 << 20;
+/// The longest one registry step may take (signing in, a manifest, a
+/// layer's download) unless the config says otherwise: a 10 MiB module
+/// needs about 170 KiB/s to arrive in time.
+pub const DEFAULT_REGISTRY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -26,6 +31,13 @@ pub struct RegistriesConfig {
     /// `10MiB`, `512KiB` or a number of bytes.
     #[serde(default)]
     pub max_module_size: Option<String>,
+    /// Each registry step (sign-in, manifest, layer): `30s`, `2m`.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<Duration>,
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    crate::export::config::duration(d).map(Some)
 }
 
 impl RegistriesConfig {
@@ -38,9 +50,16 @@ impl RegistriesConfig {
         }
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_REGISTRY_TIMEOUT)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.max_module_size()? == 0 {
             return Err("maxModuleSize: must be more than zero".into());
+        }
+        if self.timeout().is_zero() {
+            return Err("timeout: must be more than zero".into());
         }
         for h in &self.insecure {
             if h.contains("://") || h.contains('/') || h.is_empty() {
@@ -79,5 +98,11 @@ mod tests {
         let c: RegistriesConfig = serde_yaml::from_str("insecure: ['http://x']").unwrap();
         assert!(c.validate().is_err());
         assert!(serde_yaml::from_str::<RegistriesConfig>("insecureHosts: []").is_err());
+        assert_eq!(c.timeout(), DEFAULT_REGISTRY_TIMEOUT);
+        let c: RegistriesConfig = serde_yaml::from_str("timeout: 5s").unwrap();
+        assert_eq!(c.timeout(), Duration::from_secs(5));
+        let c: RegistriesConfig = serde_yaml::from_str("timeout: 0s").unwrap();
+        assert!(c.validate().unwrap_err().starts_with("timeout:"));
+        assert!(serde_yaml::from_str::<RegistriesConfig>("timeout: soon").is_err());
     }
 }

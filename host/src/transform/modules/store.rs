@@ -3,6 +3,17 @@
 //! read back only if its bytes still have its digest (a corrupted entry is
 //! removed, and pulled again). Entries no exporter refers to are removed
 //! once they have not been used for a while.
+//!
+//! A digest is no secret (it shows in a MetricsExporter's status), so bytes
+//! are not handed out by digest alone. Two kinds of records sit beside them:
+//! - origin (repository, digest): the bytes were downloaded from that
+//!   repository and verified there. A cached blob serves a reference only
+//!   to the repository it came from: a registry that merely claims to have
+//!   a digest gets nothing from another repository's download.
+//! - access (namespace, repository, digest): that namespace's credentials
+//!   (or anonymous access) were accepted by the registry for the manifest.
+//!   Without it, a cached module is used only after the registry has said
+//!   yes to the namespace ([`super::oci`] asks); with it, no network.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -68,25 +79,98 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Removes entries not in `keep` and unused for longer than `older_than`.
+    fn record_path(&self, kind: &str, key: &str) -> PathBuf {
+        let name = sha256_digest(key.as_bytes());
+        let hex = name.trim_start_matches("sha256:");
+        self.dir.join(kind).join(hex)
+    }
+
+    fn has_record(&self, kind: &str, key: &str) -> bool {
+        let path = self.record_path(kind, key);
+        // The key is in the file: a hash collision cannot grant anything.
+        let found = std::fs::read_to_string(&path).is_ok_and(|text| text == key);
+        if found && let Ok(f) = std::fs::File::options().append(true).open(&path) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+        found
+    }
+
+    fn write_record(&self, kind: &str, key: &str) -> std::io::Result<()> {
+        let path = self.record_path(kind, key);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(key.as_bytes())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn origin_key(repository: &str, digest: &str) -> String {
+        format!("{repository}\n{digest}\n")
+    }
+
+    fn access_key(namespace: &str, repository: &str, digest: &str) -> String {
+        format!("{namespace}\n{repository}\n{digest}\n")
+    }
+
+    /// Whether `digest` was downloaded from `repository` (`registry/path`).
+    pub fn has_origin(&self, repository: &str, digest: &str) -> bool {
+        self.has_record("origin", &Self::origin_key(repository, digest))
+    }
+
+    pub fn record_origin(&self, repository: &str, digest: &str) -> std::io::Result<()> {
+        self.write_record("origin", &Self::origin_key(repository, digest))
+    }
+
+    /// Whether the registry accepted `namespace`'s credentials (or anonymous
+    /// access) for `digest` in `repository`.
+    pub fn has_access(&self, namespace: &str, repository: &str, digest: &str) -> bool {
+        self.has_record("access", &Self::access_key(namespace, repository, digest))
+    }
+
+    pub fn record_access(
+        &self,
+        namespace: &str,
+        repository: &str,
+        digest: &str,
+    ) -> std::io::Result<()> {
+        self.write_record("access", &Self::access_key(namespace, repository, digest))
+    }
+
+    /// Removes entries not in `keep` and unused for longer than `older_than`,
+    /// and records unused for as long (a record of a module still run is
+    /// touched by every run). Returns how many blobs went.
     pub fn sweep(&self, keep: &HashSet<String>, older_than: Duration) -> usize {
+        let now = SystemTime::now();
+        let is_old = |e: &std::fs::DirEntry| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > older_than)
+        };
+        for kind in ["origin", "access"] {
+            for e in std::fs::read_dir(self.dir.join(kind))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if is_old(&e) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let Ok(entries) = std::fs::read_dir(self.dir.join("sha256")) else {
             return 0;
         };
-        let now = SystemTime::now();
         let mut removed = 0;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if keep.contains(&format!("sha256:{name}")) {
                 continue;
             }
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_some_and(|age| age > older_than);
-            if old && std::fs::remove_file(e.path()).is_ok() {
+            if is_old(&e) && std::fs::remove_file(e.path()).is_ok() {
                 removed += 1;
             }
         }
@@ -125,5 +209,28 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(store.sweep(&HashSet::new(), Duration::from_millis(1)), 1);
         assert!(store.path("sha256:../../etc").is_none());
+    }
+
+    #[test]
+    fn records_are_per_repository_and_per_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path().to_path_buf());
+        let d = sha256_digest(b"module");
+        let repo = "registry.example/team-a/mapping";
+        assert!(!store.has_origin(repo, &d));
+        store.record_origin(repo, &d).unwrap();
+        assert!(store.has_origin(repo, &d));
+        assert!(!store.has_origin("evil.example/team-a/mapping", &d));
+        store.record_access("team-a", repo, &d).unwrap();
+        assert!(store.has_access("team-a", repo, &d));
+        assert!(!store.has_access("team-b", repo, &d));
+        assert!(!store.has_access("team-a", "registry.example/team-b/x", &d));
+        std::thread::sleep(Duration::from_millis(20));
+        store.sweep(&HashSet::new(), Duration::from_millis(1));
+        assert!(
+            !store.has_access("team-a", repo, &d),
+            "old records are swept"
+        );
+        assert!(!store.has_origin(repo, &d));
     }
 }
