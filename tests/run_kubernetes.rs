@@ -731,7 +731,9 @@ fn tenancy_and_manifest_limits_show_in_status_and_an_unfit_rule_blocks_no_other(
     );
     let log = host.log_text();
     assert!(
-        log.contains("SummaryRule skipped") && log.contains("monitoring/odd"),
+        log.contains("SummaryRule skipped")
+            && log.contains("monitoring/odd")
+            && log.contains("spec.database: invalid type: integer `42`, expected a string"),
         "{log}"
     );
     let own =

@@ -68,6 +68,14 @@ pub enum TenancyError {
     },
 }
 
+/// A manifest outside the policy stays outside until it or the policy
+/// changes: never worth a retry.
+impl crate::error::Classify for TenancyError {
+    fn retry_class(&self) -> crate::error::RetryClass {
+        crate::error::RetryClass::Permanent
+    }
+}
+
 impl TenancyConfig {
     pub fn validate(&self) -> Result<(), String> {
         for (ns, policy) in &self.namespaces {

@@ -206,10 +206,14 @@ impl KubeDiscovery {
     }
 }
 
-/// One untyped SummaryRule as our type; the error names the field at fault.
-fn to_rule(object: &DynamicObject) -> Result<SummaryRule, serde_json::Error> {
-    let value = serde_json::to_value(object)?;
-    serde_json::from_value(value)
+/// One untyped SummaryRule as our type; the error names the field at
+/// fault (`spec.database: invalid type: ...`).
+fn to_rule(object: &DynamicObject) -> Result<SummaryRule, String> {
+    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {}", e.into_inner())
+    })
 }
 
 async fn check_installed<K>(api: &Api<K>, kind: &'static str) -> Result<(), WatchError>

@@ -56,6 +56,12 @@ pub enum ScopeError {
     Outside { name: &'static str, at: usize },
 }
 
+impl crate::error::Classify for ScopeError {
+    fn retry_class(&self) -> crate::error::RetryClass {
+        crate::error::RetryClass::Permanent
+    }
+}
+
 /// Checks `body`; `allowed` says whether a database named in
 /// `database("...")` may be read.
 pub fn check(body: &str, allowed: impl Fn(&str) -> bool) -> Result<(), ScopeError> {
