@@ -205,3 +205,19 @@ fn the_schemas_refuse_what_the_api_server_should() {
         problems(&rule)
     );
 }
+
+#[test]
+fn the_interval_says_what_floor_the_host_applies() {
+    let s = schema("MetricsExporter");
+    let interval = &s["properties"]["spec"]["properties"]["interval"];
+    let description = interval["description"].as_str().unwrap();
+    let floor =
+        humantime::format_duration(kusto_metrics::config::host_config::DEFAULT_MIN_INTERVAL)
+            .to_string();
+    assert!(
+        description.contains("minInterval")
+            && description.contains(&format!("({floor} unless"))
+            && description.contains("IntervalTooShort"),
+        "{description}"
+    );
+}

@@ -18,11 +18,14 @@ fn docs(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Every object the kustomization at `dir` pulls in (recursively).
+/// Every object the kustomization at `dir` pulls in (recursively, its
+/// components too).
 fn kustomize(dir: &Path) -> Vec<Value> {
     let k = docs(&dir.join("kustomization.yaml")).remove(0);
     let mut out = Vec::new();
-    for r in k["resources"].as_array().unwrap() {
+    let none = Vec::new();
+    let components = k["components"].as_array().unwrap_or(&none);
+    for r in k["resources"].as_array().unwrap().iter().chain(components) {
         let path = dir.join(r.as_str().unwrap());
         assert!(
             path.exists(),
@@ -159,8 +162,6 @@ fn rbac_is_the_least_that_works() {
     assert_eq!(
         rules("ClusterRole", "kusto-metrics"),
         vec![
-            ("".into(), "configmaps".into(), v(&["get"])),
-            ("".into(), "secrets".into(), v(&["get"])),
             (
                 "adx-mon.azure.com".into(),
                 "metricsexporters".into(),
@@ -195,6 +196,108 @@ fn rbac_is_the_least_that_works() {
     );
     let text = std::fs::read_to_string(common::root().join("deploy/rbac.yaml")).unwrap();
     assert!(!text.contains("\"*\""), "no wildcards");
+    assert_eq!(
+        namespaces_reading_secrets(&objects),
+        Vec::<String>::new(),
+        "the base reads no Secret or ConfigMap anywhere"
+    );
+}
+
+/// The resources of every rule of every ClusterRole.
+fn cluster_wide_resources(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .flat_map(|o| o["rules"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| r["resources"].as_array().cloned().unwrap_or_default())
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Namespaces where a Role lets the host's ServiceAccount get both
+/// ConfigMaps and Secrets, bound to it by a RoleBinding there.
+fn namespaces_reading_secrets(objects: &[Value]) -> Vec<String> {
+    let cluster = cluster_wide_resources(objects);
+    assert!(
+        !cluster
+            .iter()
+            .any(|r| r == "secrets" || r == "configmaps" || r == "*"),
+        "no ClusterRole grants secrets or configmaps: {cluster:?}"
+    );
+    let mut out = Vec::new();
+    for role in objects.iter().filter(|o| o["kind"] == "Role") {
+        let grants = |res: &str| {
+            role["rules"].as_array().unwrap().iter().any(|r| {
+                r["apiGroups"] == json!([""])
+                    && r["resources"].as_array().unwrap().iter().any(|x| x == res)
+                    && r["verbs"] == json!(["get"])
+            })
+        };
+        if !(grants("configmaps") && grants("secrets")) {
+            continue;
+        }
+        let ns = role["metadata"]["namespace"].as_str().unwrap();
+        let bound = objects.iter().any(|b| {
+            b["kind"] == "RoleBinding"
+                && b["metadata"]["namespace"] == ns
+                && b["roleRef"]["name"] == role["metadata"]["name"]
+                && b["roleRef"]["kind"] == "Role"
+                && b["subjects"].as_array().unwrap().iter().any(|s| {
+                    s["kind"] == "ServiceAccount"
+                        && s["name"] == "kusto-metrics"
+                        && s["namespace"] == "kusto-metrics"
+                })
+        });
+        assert!(
+            bound,
+            "Role {ns}/{} is bound to the host",
+            role["metadata"]["name"]
+        );
+        out.push(ns.to_string());
+    }
+    out.sort();
+    out
+}
+
+/// The host config an overlay writes over the base's ConfigMap.
+fn patched_host_config(kustomization: &Value) -> String {
+    let patch = kustomization["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["target"]["kind"] == "ConfigMap")
+        .expect("a ConfigMap patch");
+    let ops: Vec<Value> = serde_yaml::from_str(patch["patch"].as_str().unwrap()).unwrap();
+    ops[0]["value"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_watch_namespace_example_grants_secrets_only_where_the_host_watches() {
+    let dir = common::root().join("examples/kubernetes/watch-namespace");
+    let objects = kustomize(&dir);
+    assert_eq!(namespaces_reading_secrets(&objects), ["team-a"]);
+    let role = objects
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == "team-a")
+        .unwrap();
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]}]),
+        "get only: no list, no watch"
+    );
+    let text = patched_host_config(&docs(&dir.join("kustomization.yaml")).remove(0));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("kusto-metrics.yaml");
+    std::fs::write(&path, text).unwrap();
+    let c = kusto_metrics::config::HostConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let watched = &c.kubernetes.as_ref().unwrap().namespaces;
+    assert_eq!(
+        watched,
+        &namespaces_reading_secrets(&objects),
+        "a Role in every watched namespace, and only there"
+    );
+    let tenancy = c.tenancy.as_ref().expect("a tenancy policy");
+    assert!(tenancy.allows("team-a", "TelemetryDB") && !tenancy.allows("team-b", "TelemetryDB"));
 }
 
 #[test]

@@ -75,7 +75,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("tables/DB")).unwrap();
         let config = format!(
-            "{extra}source:\n  local:\n    tables: tables\nreloadInterval: 200ms\nguests:\n  cacheDir: cache\nkubernetes:\n  leaseNamespace: {LEASES}\n  leaseDuration: 4s\n  renewInterval: 1s\nexporters:\n  - name: sink\n    otlp:\n      endpoint: {}\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}\n",
+            "{extra}source:\n  local:\n    tables: tables\nreloadInterval: 200ms\nminInterval: 100ms\nguests:\n  cacheDir: cache\nkubernetes:\n  leaseNamespace: {LEASES}\n  leaseDuration: 4s\n  renewInterval: 1s\nexporters:\n  - name: sink\n    otlp:\n      endpoint: {}\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}\n",
             receiver.http_endpoint()
         );
         std::fs::write(dir.path().join("kusto-metrics.yaml"), config).unwrap();
@@ -742,4 +742,142 @@ fn another_namespace_gets_neither_the_cached_module_nor_the_pull_secret_of_this_
     }
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(s.values(), [7], "team-b's rows never went out");
+}
+
+#[test]
+fn tenancy_and_manifest_limits_show_in_status_and_an_unfit_rule_blocks_no_other() {
+    let port = common::prometheus::free_port();
+    let s = Setup::new_with(&format!(
+        "server: {{listen: 127.0.0.1:{port}}}\ntenancy:\n  namespaces:\n    {NS}: {{databases: [db]}}\n"
+    ));
+    s.rule("r1", "a", "T1");
+    // adx-mon's CRD may hold what our type does not take: this one is
+    // skipped, and the rules beside it are used.
+    s.api.create(
+        "summaryrules",
+        &format!("apiVersion: adx-mon.azure.com/v1\nkind: SummaryRule\nmetadata: {{name: odd, namespace: {NS}, labels: {{team: a}}}}\nspec: {{database: 42, table: [T1], interval: 5m}}\n"),
+    );
+    s.exporter("good", "{matchLabels: {team: a}}", "");
+    // Team B's rule and exporter: team-b has no entry in the policy.
+    s.api.create(
+        "summaryrules",
+        "apiVersion: adx-mon.azure.com/v1\nkind: SummaryRule\nmetadata: {name: rb, namespace: team-b, labels: {team: b}}\nspec: {database: DB, table: T2, body: \"T\", interval: 5m}\n",
+    );
+    s.api.create(
+        "metricsexporters",
+        "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {name: nosy, namespace: team-b}\nspec:\n  summaryRuleSelector: {matchLabels: {team: b}}\n  exporters: [sink]\n  interval: 1s\n  transform: {metricNameColumn: metric_name, valueColumn: v, timestampColumn: t, labelColumns: [host]}\n",
+    );
+    s.exporter("hasty", "{matchLabels: {team: a}}", "");
+    s.api.patch(
+        "metricsexporters",
+        NS,
+        "hasty",
+        json!({"spec": {"interval": "10ms"}}),
+    );
+    s.exporter(
+        "clever",
+        "{matchLabels: {team: a}}",
+        "  criteriaExpression: \"[1, 2].exists(x, [3, 4].exists(y, x < y))\"\n",
+    );
+    s.append("T1", [1, 2]);
+    s.append("T2", [50]);
+    let host = s.spawn("a", &[]);
+    // Only `good` exports: the others never ran, team B's rows never left.
+    s.expect_values(&[1, 2], &host);
+    let ready = |name: &str, ns: &str| {
+        let v = s.api.wait_for("metricsexporters", ns, name, WAIT, |v| {
+            condition(v, "Ready").is_some()
+        });
+        let c = condition(&v, "Ready").unwrap().clone();
+        (
+            c["status"].as_str().unwrap().to_string(),
+            c["reason"].as_str().unwrap().to_string(),
+            c["message"].as_str().unwrap().to_string(),
+        )
+    };
+    let (status, reason, message) = ready("nosy", "team-b");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "DatabaseNotAllowed")
+    );
+    assert!(
+        message.contains("SummaryRule team-b/rb: namespace `team-b` may not read database `DB` (tenancy.namespaces has no entry `team-b` and no `*` entry)"),
+        "{message}"
+    );
+    let (status, reason, message) = ready("hasty", NS);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "IntervalTooShort")
+    );
+    assert!(
+        message.contains("spec.interval: `10ms` is shorter than this host's minInterval (100ms"),
+        "{message}"
+    );
+    let (status, reason, message) = ready("clever", NS);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "CriteriaExpressionTooComplex")
+    );
+    assert!(
+        message.contains("MAX_COMPREHENSION_NESTING (1)"),
+        "{message}"
+    );
+    assert_eq!(ready("good", NS).0, "True");
+    let events = s.api.events("team-b");
+    assert!(
+        events.iter().any(|e| e["reason"] == "DatabaseNotAllowed"),
+        "a Warning Event: {events:?}"
+    );
+    let log = host.log_text();
+    assert!(
+        log.contains("SummaryRule skipped")
+            && log.contains("monitoring/odd")
+            && log.contains("spec.database: invalid type: integer `42`, expected a string"),
+        "{log}"
+    );
+    let own =
+        common::receiver::http_request(&format!("127.0.0.1:{port}"), "GET", "/metrics", &[], b"")
+            .unwrap()
+            .text();
+    assert!(
+        own.contains("kusto_metrics_summaryrules_skipped 1"),
+        "{own}"
+    );
+}
+
+#[test]
+fn a_configmap_where_the_host_has_no_role_names_the_namespace_and_the_permission() {
+    let s = Setup::new();
+    s.api.forbid("configmaps", NS);
+    s.rule("r1", "a", "T1");
+    s.exporter("cm", "{matchLabels: {team: a}}", "");
+    s.api.patch(
+        "metricsexporters",
+        NS,
+        "cm",
+        json!({"spec": {"transform": {"module": {"configMap": {"name": "guests", "key": "mapping.wasm"}}}}}),
+    );
+    s.append("T1", [1]);
+    let host = s.spawn("a", &[]);
+    let me = s.api.wait_for("metricsexporters", NS, "cm", WAIT, |v| {
+        condition(v, "ModuleReady").is_some()
+    });
+    let m = condition(&me, "ModuleReady").unwrap();
+    assert_eq!(
+        (m["status"].as_str(), m["reason"].as_str()),
+        (Some("False"), Some("Unauthorized"))
+    );
+    let message = m["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "no permission to get configmaps in namespace {NS}"
+        )) && message.contains("deploy/components/watch-namespace")
+            && message.contains(&format!(
+                "cannot get resource \"configmaps\" in API group \"\" in the namespace \"{NS}\""
+            )),
+        "{message}"
+    );
+    assert_eq!(condition(&me, "Ready").unwrap()["reason"], "ModuleNotReady");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.values().is_empty(), "{}", host.log_text());
 }

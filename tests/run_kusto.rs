@@ -80,6 +80,7 @@ source:
     retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 10s}}
 {source_extra}state: state
 reloadInterval: 200ms
+minInterval: 100ms
 guests:
   cacheDir: cache
 {guests_extra}exporters:
@@ -107,6 +108,16 @@ guests:
 
     fn manifest(&self, file: &str, text: &str) {
         std::fs::write(self.path("manifests").join(file), text).unwrap();
+    }
+
+    /// Adds top-level keys to the host config.
+    fn add_config(&self, yaml: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path("kusto-metrics.yaml"))
+            .unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
     }
 
     fn run_once(&self) -> Output {
@@ -765,4 +776,101 @@ fn a_managed_identity_token_is_sent_and_cached() {
         s.server.endpoint(),
         "the token is for the cluster"
     );
+}
+
+const TENANCY: &str = "tenancy:
+  namespaces:
+    team-a: {databases: [telemetrydb], allowBody: true}
+    team-b: {databases: [OtherDB], allowBody: true}
+";
+
+fn direct_exporter(ns: &str, body: &str) -> String {
+    format!(
+        "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {{name: direct, namespace: {ns}}}\nspec:\n  database: TelemetryDB\n  body: {body:?}\n  exporters: [sink]\n  interval: 1s\n  transform: {{metricNameColumn: metric_name, valueColumn: v, timestampColumn: t, labelColumns: [host]}}\n"
+    )
+}
+
+#[test]
+fn a_namespace_without_access_to_the_database_sends_no_query() {
+    let s = Setup::new("", "");
+    s.add_config(TENANCY);
+    s.server.ingest(DB, TABLE, vec![row(1, now_ticks(), "a")]);
+    // The rule and its exporter in team-b, which may read OtherDB only.
+    s.manifest(
+        "rule.yaml",
+        &RULE.replace("namespace: monitoring", "namespace: team-b"),
+    );
+    s.manifest(
+        "me.yaml",
+        &SELECTING_EXPORTER.replace("namespace: monitoring", "namespace: team-b"),
+    );
+    let out = s.run_once();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("MetricsExporter team-b/to-otlp")
+            && err.contains("SummaryRule team-b/service-metrics: namespace `team-b` may not read database `TelemetryDB` (tenancy.namespaces.team-b allows databases: OtherDB; allowBody: true)"),
+        "{err}"
+    );
+    // Its own body, in a database it may not read: the same.
+    std::fs::remove_file(s.path("manifests/rule.yaml")).unwrap();
+    s.manifest("me.yaml", &direct_exporter("team-b", "Raw | take 1"));
+    let err = stderr(&s.run_once());
+    assert!(
+        err.contains("namespace `team-b` may not read database `TelemetryDB`"),
+        "{err}"
+    );
+    assert!(
+        s.server.requests().is_empty(),
+        "no query reached ADX: {:?}",
+        s.server.requests()
+    );
+    assert!(s.receiver.points().is_empty());
+}
+
+#[test]
+fn a_body_that_reaches_another_cluster_or_database_is_refused_before_it_is_sent() {
+    let s = Setup::new("", "");
+    s.add_config(TENANCY);
+    s.server.create_table(DB, "Raw", &COLUMNS);
+    for (body, why) in [
+        (
+            "cluster(\"other\").database(\"TelemetryDB\").Raw | where t between (_startTime .. _endTime)",
+            "it calls cluster(...) (at byte 0): cross-cluster queries are not allowed",
+        ),
+        (
+            "Raw | union database('OtherDB').Raw | where t between (_startTime .. _endTime)",
+            "it reads database `OtherDB`",
+        ),
+        (
+            "Raw | evaluate http_request('https://example.invalid')",
+            "it calls http_request(...)",
+        ),
+    ] {
+        s.manifest("me.yaml", &direct_exporter("team-a", body));
+        let out = s.run_once();
+        let err = stderr(&out);
+        assert!(
+            !out.status.success()
+                && err.contains("MetricsExporter team-a/direct")
+                && err.contains("spec.body in namespace `team-a`")
+                && err.contains(why),
+            "{body}: {err}"
+        );
+    }
+    // Body queries need allowBody.
+    s.manifest("me.yaml", &direct_exporter("monitoring", "Raw"));
+    let err = stderr(&s.run_once());
+    assert!(
+        err.contains("namespace `monitoring` may not run its own KQL (spec.body) (tenancy.namespaces has no entry `monitoring` and no `*` entry)"),
+        "{err}"
+    );
+    assert!(s.server.requests().is_empty(), "{:?}", s.server.requests());
+    // Inside its database, the same exporter runs.
+    s.manifest(
+        "me.yaml",
+        &direct_exporter("team-a", "Raw | where t between (_startTime .. _endTime)"),
+    );
+    ok(&s.run_once());
+    assert_eq!(s.server.window_queries().len(), 1);
 }

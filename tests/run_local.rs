@@ -51,15 +51,24 @@ struct Setup {
     dir: tempfile::TempDir,
 }
 
+/// The floor the tests run under, so that their exporters can run every
+/// second (the host's own default is 10s).
+const TEST_MIN_INTERVAL: &str = "minInterval: 100ms\n";
+
 impl Setup {
     fn new(exporters_yaml: &str) -> Setup {
+        Self::with_config(exporters_yaml, TEST_MIN_INTERVAL)
+    }
+
+    /// `extra` goes at the top level of the host config.
+    fn with_config(exporters_yaml: &str, extra: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         std::fs::create_dir_all(dir.path().join("tables/DB")).unwrap();
         std::fs::write(
             dir.path().join("kusto-metrics.yaml"),
             format!(
-                "manifests: manifests\nsource:\n  local:\n    tables: tables\nstate: state\nreloadInterval: 200ms\nguests:\n  cacheDir: cache\nexporters:\n{exporters_yaml}"
+                "manifests: manifests\nsource:\n  local:\n    tables: tables\nstate: state\nreloadInterval: 200ms\n{extra}guests:\n  cacheDir: cache\nexporters:\n{exporters_yaml}"
             ),
         )
         .unwrap();
@@ -611,5 +620,117 @@ fn a_failure_mid_chunk_resends_only_what_was_not_accepted() {
         values(&receiver.points()),
         [1, 2, 3, 4, 5, 6],
         "nothing twice, nothing lost"
+    );
+}
+
+#[test]
+fn an_interval_below_the_hosts_floor_is_refused() {
+    // No minInterval in the config: the default floor, 10s.
+    let s = Setup::with_config("  - name: console\n    stdout: {}\n", "");
+    s.manifest("all.yaml", &one_rule_and_exporter("console", "1ms"));
+    s.append("T1", 1..=3);
+    let out = s.run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("MetricsExporter ns/e1")
+            && err.contains("spec.interval: `1ms` is shorter than this host's minInterval (10s"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing ran");
+    // At the floor it runs.
+    s.manifest("all.yaml", &one_rule_and_exporter("console", "10s"));
+    ok(&s.run_once());
+}
+
+/// A table file `tables/<db>/<table>.csv` with rows `values`.
+fn local_table(s: &Setup, db: &str, table: &str, values: &[i64]) {
+    let dir = s.path("tables").join(db);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = "metric_name:string,v:long,t:datetime,host:string\n".to_string();
+    for v in values {
+        text.push_str(&format!("m,{v},2025-06-25T10:00:{v:02}Z,h\n"));
+    }
+    std::fs::write(dir.join(format!("{table}.csv")), text).unwrap();
+}
+
+fn rule_in(name: &str, ns: &str, db: &str, table: &str) -> String {
+    rule(name, ns, name, table).replace("database: DB", &format!("database: \"{db}\""))
+}
+
+#[test]
+fn tenancy_decides_which_table_folders_a_namespace_reads() {
+    let receiver = Receiver::start();
+    let s = Setup::with_config(
+        &otlp("sink", &receiver.http_endpoint(), ""),
+        &format!(
+            "{TEST_MIN_INTERVAL}tenancy:\n  namespaces:\n    team-a: {{databases: [teama]}}\n    admins: {{databases: ['*']}}\n"
+        ),
+    );
+    local_table(&s, "TeamA", "T", &[1, 2]);
+    local_table(&s, "TeamB", "T", &[50]);
+    // Database names compare without case, as in Kusto.
+    s.manifest(
+        "a.yaml",
+        &format!(
+            "{}---\n{}",
+            rule_in("ra", "team-a", "TeamA", "T"),
+            exporter("ea", "team-a", "ra", "sink", "1s")
+        ),
+    );
+    ok(&s.run_once());
+    assert_eq!(values(&receiver.points()), [1, 2]);
+
+    // Team A's rule for team B's folder: the exporter does not run.
+    s.manifest(
+        "a2.yaml",
+        &format!(
+            "{}---\n{}",
+            rule_in("steal", "team-a", "TeamB", "T"),
+            exporter("thief", "team-a", "steal", "sink", "1s")
+        ),
+    );
+    let out = s.run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("MetricsExporter team-a/thief")
+            && err.contains("SummaryRule team-a/steal: namespace `team-a` may not read database `TeamB` (tenancy.namespaces.team-a allows databases: teama; allowBody: false)"),
+        "{err}"
+    );
+    // A namespace with no entry reads nothing.
+    std::fs::remove_file(s.path("manifests/a2.yaml")).unwrap();
+    s.manifest(
+        "c.yaml",
+        &format!(
+            "{}---\n{}",
+            rule_in("rc", "team-c", "TeamA", "T"),
+            exporter("ec", "team-c", "rc", "sink", "1s")
+        ),
+    );
+    let err = String::from_utf8_lossy(&s.run_once().stderr).to_string();
+    assert!(
+        err.contains("namespace `team-c` may not read database `TeamA` (tenancy.namespaces has no entry `team-c` and no `*` entry)"),
+        "{err}"
+    );
+    // Even where every database is allowed, a name that is a path is not.
+    std::fs::remove_file(s.path("manifests/c.yaml")).unwrap();
+    s.manifest(
+        "admins.yaml",
+        &format!(
+            "{}---\n{}",
+            rule_in("up", "admins", "../tables/TeamB", "T"),
+            exporter("eup", "admins", "up", "sink", "1s")
+        ),
+    );
+    let err = String::from_utf8_lossy(&s.run_once().stderr).to_string();
+    assert!(
+        err.contains("spec.database `../tables/TeamB` cannot name a local table folder or file: it holds a path separator"),
+        "{err}"
+    );
+    assert_eq!(
+        values(&receiver.points()),
+        [1, 2],
+        "team B's rows never went out"
     );
 }

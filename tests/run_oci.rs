@@ -387,7 +387,7 @@ impl Deployment {
         std::fs::write(
             dir.path().join("kusto-metrics.yaml"),
             format!(
-                "manifests: manifests\nsource:\n  local:\n    tables: tables\nstate: state\nreloadInterval: 200ms\nguests:\n  cacheDir: cache\nregistries:\n  insecure: [\"{}\"]\n{registries_extra}exporters:\n  - name: sink\n    otlp:\n      endpoint: {}\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}\n",
+                "manifests: manifests\nsource:\n  local:\n    tables: tables\nstate: state\nreloadInterval: 200ms\nminInterval: 100ms\nguests:\n  cacheDir: cache\nregistries:\n  insecure: [\"{}\"]\n{registries_extra}exporters:\n  - name: sink\n    otlp:\n      endpoint: {}\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 3s}}\n",
                 registry_host,
                 receiver.http_endpoint()
             ),

@@ -40,7 +40,7 @@ impl Setup {
         std::fs::write(
             dir.path().join("kusto-metrics.yaml"),
             format!(
-                "manifests: manifests\nsource:\n  local:\n    tables: tables\nstate: state\nreloadInterval: 200ms\nguests:\n  cacheDir: cache\n{server}exporters:\n{exporters_yaml}"
+                "manifests: manifests\nsource:\n  local:\n    tables: tables\nstate: state\nreloadInterval: 200ms\nminInterval: 100ms\nguests:\n  cacheDir: cache\n{server}exporters:\n{exporters_yaml}"
             ),
         )
         .unwrap();
@@ -463,6 +463,7 @@ fn a_real_prometheus_scrapes_the_latest_points() {
     let prometheus = Prometheus::start(Mode::Scrape {
         target: format!("127.0.0.1:{port}"),
         path: "/exported/metrics".into(),
+        bearer_file: None,
     });
     let at = (now_ms() as f64) / 1000.0 + 30.0;
     let instance = format!("127.0.0.1:{port}");
@@ -616,5 +617,160 @@ fn scraped_series_go_stale_and_their_number_is_bounded() {
     while get("/exported/metrics").contains("_milliseconds{") {
         assert!(std::time::Instant::now() < deadline, "stale series stayed");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_scrape_token_guards_the_exported_paths_and_a_real_prometheus_sends_it() {
+    let port = free_port();
+    let s = Setup::new(
+        "  - name: scrape\n    prometheusScrape: {}\n",
+        &format!("server: {{listen: 127.0.0.1:{port}, scrapeToken: {{file: scrape-token}}}}\n"),
+    );
+    std::fs::write(s.path("scrape-token"), "s3cret\n").unwrap();
+    s.manifest(
+        "latency.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("latency", "Latency"),
+            exporter("latency", "latency", "scrape", LATENCY)
+        ),
+    );
+    let t0 = now_ms() - 60_000;
+    s.table("Latency", LATENCY_HEADER, &latency_rows(t0, 2));
+    let _host = s.spawn();
+    let addr = format!("127.0.0.1:{port}");
+    let get = |path: &str, headers: &[(&str, &str)]| loop {
+        if let Ok(r) = http_request(&addr, "GET", path, headers, b"") {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let refused = get("/exported/metrics", &[]);
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    assert!(
+        !refused.text().contains("http_server"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        get("/exported/metrics", &[("Authorization", "Bearer guess")]).status,
+        401
+    );
+    for open in ["/metrics", "/healthz"] {
+        assert_eq!(get(open, &[]).status, 200, "{open} stays open");
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while !get("/exported/metrics", &[("Authorization", "Bearer s3cret")])
+        .text()
+        .contains("http_server_duration_milliseconds{")
+    {
+        assert!(std::time::Instant::now() < deadline, "nothing served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Prometheus with `authorization: {type: Bearer, credentials_file: ...}`.
+    let prometheus = Prometheus::start(Mode::Scrape {
+        target: addr.clone(),
+        path: "/exported/metrics".into(),
+        bearer_file: Some(s.path("scrape-token")),
+    });
+    let at = (now_ms() as f64) / 1000.0 + 30.0;
+    let latency = prometheus.wait_for_series("http_server_duration_milliseconds", 2, 600, at, WAIT);
+    assert_eq!(latency.len(), 2, "{latency:?}");
+}
+
+#[test]
+fn a_family_another_metrics_exporter_serves_refuses_only_the_newcomer() {
+    let port = free_port();
+    let s = Setup::new(
+        "  - name: scrape\n    prometheusScrape: {}\n",
+        &format!("server: {{listen: 127.0.0.1:{port}}}\n"),
+    );
+    s.manifest(
+        "latency.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("latency", "Latency"),
+            exporter("latency", "latency", "scrape", LATENCY)
+        ),
+    );
+    let t0 = now_ms() - 60_000;
+    s.table("Latency", LATENCY_HEADER, &latency_rows(t0, 2));
+    s.table(
+        "Requests",
+        REQUESTS_HEADER,
+        &[format!("10,{},/a", rfc3339(t0))],
+    );
+    let log = s.path("host.log");
+    let _host = Host(
+        Command::new(common::bin())
+            .args(["run", "--config"])
+            .arg(s.path("kusto-metrics.yaml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let get = |path: &str| {
+        http_request(&addr, "GET", path, &[], b"")
+            .map(|r| r.text())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !get("/exported/metrics").contains("http_server_duration_milliseconds{") {
+        assert!(std::time::Instant::now() < deadline, "nothing served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Another team's exporter names the same family (a gauge with the same
+    // name and unit).
+    s.manifest(
+        "copycat.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("requests", "Requests"),
+            exporter(
+                "copycat",
+                "requests",
+                "scrape",
+                "    defaultMetricName: http.server.duration\n    valueColumn: n\n    timestampColumn: t\n    labelColumns: [route]\n    unit: ms\n"
+            )
+        ),
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while !get("/metrics")
+        .contains("kusto_metrics_scrape_updates_refused_total{exporter=\"scrape\"}")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refusal\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let served = get("/exported/metrics");
+    assert!(
+        !served.contains("route=") && served.contains("host_name=\"web-1\""),
+        "the first exporter's family, as it was: {served}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("family `http_server_duration_milliseconds` (a gauge) is served for MetricsExporter ns/latency; MetricsExporter ns/copycat cannot serve a family of that name too"),
+        "{text}"
+    );
+    // The first one keeps exporting.
+    s.table(
+        "Latency",
+        LATENCY_HEADER,
+        &[format!(
+            "http.server.duration,7,{},web-1",
+            rfc3339(t0 + 50_000)
+        )],
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while !get("/exported/metrics").contains("host_name=\"web-1\",otel_scope_name=\"adx-mon.azure.com/metrics-exporter\",otel_scope_version=\"v1\"} 7 ") {
+        assert!(std::time::Instant::now() < deadline, "{}", get("/exported/metrics"));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -98,6 +98,9 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
         cluster_labels: args.cluster_labels.clone(),
     };
     let config = Arc::new(HostConfig::load_with(&args.config, &overrides)?);
+    if config.tenancy.is_none() {
+        tracing::info!(config = %config.path.display(), "no tenancy policy (tenancy:) is set: every namespace may read every database the host can");
+    }
     let cache_dir = config.cache_dir.clone().or_else(cache::default_cache_dir);
     let wasm =
         Runtime::new(cache_dir, config.guest_limits).context("starting the WebAssembly runtime")?;
@@ -123,11 +126,12 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
             metrics.clone(),
             health.clone(),
             runner.scrape_endpoints(),
+            config.scrape_token.clone(),
             stopped(stop_rx.clone()),
         )
         .await
         .with_context(|| format!("serving /metrics on {addr}"))?;
-        tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz");
+        tracing::info!(address = %bound, scrape_token = config.scrape_token.as_ref().map(|t| t.origin()), "serving /metrics, /healthz, /readyz");
     }
     tokio::spawn(async move {
         shutdown_signal().await;

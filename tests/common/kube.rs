@@ -218,6 +218,18 @@ impl KubeApi {
         out
     }
 
+    /// From now on, every request for `resource` (a plural) in `ns` gets
+    /// 403 Forbidden, as when no Role grants it there.
+    pub fn forbid(&self, resource: &str, ns: &str) {
+        let (status, v) = self.call(
+            "POST",
+            "/_test/forbid",
+            "application/json",
+            &json!({"resource": resource, "namespace": ns}),
+        );
+        assert_eq!(status, 200, "forbidding {resource} in {ns}: {v}");
+    }
+
     /// Drops the watch history and ends every watch: clients reconnect from
     /// a version the server no longer has and must get `410 Gone`.
     pub fn expire_watches(&self) {

@@ -32,8 +32,13 @@ pub fn free_port() -> u16 {
 pub enum Mode {
     /// Take remote write at `/api/v1/write`; scrape nothing.
     RemoteWrite,
-    /// Scrape `http://target/path` every second.
-    Scrape { target: String, path: String },
+    /// Scrape `http://target/path` every second, with the bearer token in
+    /// `bearer_file` when given (Prometheus' `authorization` block).
+    Scrape {
+        target: String,
+        path: String,
+        bearer_file: Option<PathBuf>,
+    },
 }
 
 /// A running Prometheus; killed on drop.
@@ -53,8 +58,16 @@ impl Prometheus {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let config = match &mode {
             Mode::RemoteWrite => "global: {scrape_interval: 1s}\nscrape_configs: []\n".to_string(),
-            Mode::Scrape { target, path } => format!(
-                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: kusto-metrics\n    metrics_path: {path}\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            Mode::Scrape {
+                target,
+                path,
+                bearer_file,
+            } => format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: kusto-metrics\n    metrics_path: {path}\n    scrape_interval: 1s\n    scrape_timeout: 1s\n{}    static_configs:\n      - targets: [\"{target}\"]\n",
+                bearer_file.as_ref().map_or_else(String::new, |f| format!(
+                    "    authorization: {{type: Bearer, credentials_file: {}}}\n",
+                    f.display()
+                ))
             ),
         };
         let config_path = dir.path().join("prometheus.yml");

@@ -86,6 +86,12 @@ Test control endpoints (JSON)
   POST /_test/reset-requests  empty the request log.
   POST /_test/close-watches   end every open watch stream now (and close its
                               connection), as an API server restart would.
+  POST /_test/forbid          {"resource": PLURAL, "namespace": NS, "user": U}:
+                              from now on every request for that resource in
+                              that namespace gets 403 Forbidden, worded as the
+                              real server words an RBAC refusal (user U, default
+                              system:serviceaccount:kusto-metrics:kusto-metrics),
+                              as when no Role grants it there.
 """
 
 from __future__ import annotations
@@ -1213,6 +1219,8 @@ class ApiServer(ThreadingHTTPServer):
         self.store = store
         self.bookmark_interval = bookmark_interval
         self.requests = RequestLog()
+        # (plural, namespace) -> the user RBAC refuses there (/_test/forbid).
+        self.forbidden = {}
 
     def handle_error(self, request, client_address):
         # Clients drop idle keep-alive connections all the time; that is no
@@ -1300,7 +1308,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         path = url.path.rstrip("/") or "/"
         try:
             if path.startswith("/_test/"):
-                self.control(path)
+                self.control(path, body)
             elif path in ("/healthz", "/livez", "/readyz"):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
@@ -1323,7 +1331,26 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     # ---- the API
 
+    def forbid_check(self, route, query):
+        """403 as the real server answers when no Role or ClusterRole grants
+        the verb (see /_test/forbid)."""
+        user = self.server.forbidden.get((route.res.plural, route.namespace))
+        if user is None:
+            return
+        if self.command == "GET" and route.name is None:
+            verb = "watch" if is_true(query.get("watch", "")) else "list"
+        else:
+            verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+                    "DELETE": "delete" if route.name else "deletecollection"}[self.command]
+        what = f'{route.res.group_resource} "{route.name}"' if route.name else route.res.group_resource
+        raise ApiError(403, "Forbidden",
+                       f'{what} is forbidden: User "{user}" cannot {verb} resource "{route.res.plural}" '
+                       f'in API group "{route.res.group}" in the namespace "{route.namespace}"',
+                       {"name": route.name, "group": route.res.group, "kind": route.res.plural}
+                       if route.name else {"group": route.res.group, "kind": route.res.plural})
+
     def serve(self, route, query, body):
+        self.forbid_check(route, query)
         store = self.server.store
         dry_run = query.get("dryRun") == "All"
         as_metadata = "as=PartialObjectMetadata" in self.headers.get("Accept", "")
@@ -1410,7 +1437,7 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     # ---- test control
 
-    def control(self, path):
+    def control(self, path, body):
         store, requests = self.server.store, self.server.requests
         if self.command == "GET" and path == "/_test/requests":
             return self.send_json(200, requests.snapshot())
@@ -1427,6 +1454,15 @@ class ApiHandler(BaseHTTPRequestHandler):
             closed = store.close_watches()
             self.note = f"closing {closed} watch streams"
             return self.send_json(200, {"closed": closed})
+        if path == "/_test/forbid":
+            spec = self.json_body(body)
+            plural, namespace = spec.get("resource"), spec.get("namespace")
+            if not any(res.plural == plural and res.namespaced for res in RESOURCES) or not namespace:
+                raise bad_request("give a namespaced resource's plural and a namespace")
+            user = spec.get("user") or "system:serviceaccount:kusto-metrics:kusto-metrics"
+            self.server.forbidden[(plural, namespace)] = user
+            self.note = f"{plural} in {namespace} now forbidden"
+            return self.send_json(200, {"ok": True})
         raise no_such_path()
 
 

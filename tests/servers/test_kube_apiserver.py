@@ -271,6 +271,23 @@ class KubeApiServerTest(unittest.TestCase):
                                     "?fieldSelector=regarding.name%3Dx")
         self.assertEqual([i["series"]["count"] for i in listed["items"]], [2])
 
+    def test_forbid_answers_403_as_rbac_does(self):
+        other = self.ns + "-open"
+        for ns in (self.ns, other):
+            self.api.ok("POST", f"/api/v1/namespaces/{ns}/configmaps",
+                        {"metadata": {"name": "cm"}, "data": {"k": "v"}})
+        self.api.ok("POST", "/_test/forbid", {"resource": "configmaps", "namespace": self.ns})
+        status, err = self.api.call("GET", f"/api/v1/namespaces/{self.ns}/configmaps/cm")
+        self.assertEqual((status, err["reason"], err["code"]), (403, "Forbidden", 403))
+        self.assertEqual(err["message"],
+                         'configmaps "cm" is forbidden: User "system:serviceaccount:kusto-metrics:kusto-metrics" '
+                         f'cannot get resource "configmaps" in API group "" in the namespace "{self.ns}"')
+        status, err = self.api.call("GET", f"/api/v1/namespaces/{self.ns}/configmaps")
+        self.assertIn("cannot list resource", err["message"])
+        self.assertEqual(self.api.ok("GET", f"/api/v1/namespaces/{other}/configmaps/cm")["data"], {"k": "v"})
+        status, _ = self.api.call("POST", "/_test/forbid", {"resource": "nothing", "namespace": "x"})
+        self.assertEqual(status, 400)
+
     # ---- watch
 
     def test_watch_from_version_gets_later_events_in_order_and_bookmarks(self):

@@ -17,6 +17,16 @@ pub const MODULE_READY: &str = "ModuleReady";
 pub mod reason {
     pub const RUNNING: &str = "Running";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The tenancy policy does not let the namespace read a database the
+    /// exporter (or a rule it matches, or its `body`) names.
+    pub const DATABASE_NOT_ALLOWED: &str = "DatabaseNotAllowed";
+    /// The tenancy policy does not let the namespace run its own KQL.
+    pub const BODY_NOT_ALLOWED: &str = "BodyNotAllowed";
+    /// `spec.interval` is below the host's `minInterval`.
+    pub const INTERVAL_TOO_SHORT: &str = "IntervalTooShort";
+    /// `spec.criteriaExpression` is over one of the bounds in
+    /// `discovery::criteria` (length, nodes, depth, literal size, nesting).
+    pub const CRITERIA_TOO_COMPLEX: &str = "CriteriaExpressionTooComplex";
     pub const RULES_MATCHED: &str = "RulesMatched";
     pub const NO_MATCHING_RULES: &str = "NoMatchingRules";
     pub const RULES_NOT_READY: &str = "RulesNotReady";

@@ -70,7 +70,9 @@ pub struct MetricsExporterSpec {
     /// Names of exporters in the host configuration.
     #[schemars(length(min = 1))]
     pub exporters: Vec<String>,
-    /// How often to export, e.g. `1m`.
+    /// How often to export, e.g. `1m`. At least the host's `minInterval`
+    /// (10s unless its config says otherwise): a shorter interval is
+    /// refused with `Ready=False`, reason `IntervalTooShort`.
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub interval: String,
     /// How columns become metrics, and which guest module does it. The

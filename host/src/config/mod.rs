@@ -3,6 +3,7 @@
 
 pub mod host_config;
 pub mod kubernetes;
+pub mod tenancy;
 pub mod transform_file;
 
 pub use host_config::HostConfig;

@@ -4,8 +4,37 @@
 //! any of its keys has one of its values (keys and values compared without
 //! case); `criteriaExpression` is CEL over the labels as string variables;
 //! with both, both must pass. Neither: every host.
+//!
+//! Expressions come from manifests and run on the planning loop, and the
+//! `cel` crate counts no cost while it evaluates. So each one is bounded
+//! before it ever runs, by the constants below: its length, its nodes (after
+//! macro expansion), their depth, the entries of each list or map literal,
+//! and comprehensions (`all`, `exists`, `exists_one`, `map`, `filter`) inside
+//! one another. Every list an expression can build is then at most
+//! [`MAX_NODES`] long, and with no comprehension inside another an
+//! evaluation takes at most about `MAX_NODES²` steps. Each expression text
+//! is compiled and checked once per process, not on every pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use cel::common::ast::{EntryExpr, Expr};
+
+/// Longest `criteriaExpression`, in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 1024;
+/// Most nodes in an expression's syntax tree, after macro expansion
+/// (`region == 'eastus' && env != 'dev'` has 7).
+pub const MAX_NODES: usize = 128;
+/// Deepest nesting of nodes (each `&&` of a chain adds one).
+pub const MAX_DEPTH: usize = 32;
+/// Most elements of one list literal, or entries of one map literal.
+pub const MAX_LITERAL_ENTRIES: usize = 32;
+/// Most comprehensions inside one another: 1 lets `l.exists(x, ...)` be
+/// used but not nested, which keeps an evaluation linear in its size.
+pub const MAX_COMPREHENSION_NESTING: usize = 1;
+/// Compiled expressions kept; past this the cache starts over (each
+/// distinct text in the manifests is one entry).
+const MAX_CACHED_PROGRAMS: usize = 1024;
 
 /// The host's labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +69,142 @@ pub enum CriteriaError {
     /// The expression cannot be used at all.
     #[error("spec.criteriaExpression: {0}")]
     Invalid(String),
+    /// The expression is over one of the bounds above.
+    #[error("spec.criteriaExpression: {0}")]
+    TooComplex(String),
+}
+
+impl crate::error::Classify for CriteriaError {
+    fn retry_class(&self) -> crate::error::RetryClass {
+        crate::error::RetryClass::Permanent
+    }
+}
+
+/// A compiled expression, or why it cannot run.
+type Compiled = Result<Arc<cel::Program>, CriteriaError>;
+
+/// Compiled expressions by their text.
+static PROGRAMS: LazyLock<Mutex<HashMap<String, Compiled>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// `expr` compiled and checked against the bounds, once per text.
+fn compiled(expr: &str) -> Compiled {
+    let mut cache = PROGRAMS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = cache.get(expr) {
+        return c.clone();
+    }
+    let c = compile(expr);
+    if cache.len() >= MAX_CACHED_PROGRAMS {
+        cache.clear();
+    }
+    cache.insert(expr.to_string(), c.clone());
+    c
+}
+
+fn compile(expr: &str) -> Compiled {
+    if expr.len() > MAX_EXPRESSION_BYTES {
+        return Err(CriteriaError::TooComplex(format!(
+            "{} bytes long, more than MAX_EXPRESSION_BYTES ({MAX_EXPRESSION_BYTES})",
+            expr.len()
+        )));
+    }
+    let program = cel::Program::compile(expr)
+        .map_err(|e| CriteriaError::Invalid(format!("`{expr}` does not parse: {e}")))?;
+    let mut size = Size::default();
+    measure(&program.expression().expr, 1, 0, &mut size)
+        .map_err(|limit| CriteriaError::TooComplex(format!("`{expr}`: {limit}")))?;
+    Ok(Arc::new(program))
+}
+
+/// What [`measure`] has counted so far.
+#[derive(Default)]
+struct Size {
+    nodes: usize,
+}
+
+/// Walks the tree, failing at the first bound passed. The walk itself
+/// stops at [`MAX_DEPTH`], so it never recurses deeper than that.
+fn measure(expr: &Expr, depth: usize, nesting: usize, size: &mut Size) -> Result<(), String> {
+    size.nodes += 1;
+    if size.nodes > MAX_NODES {
+        return Err(format!("more than MAX_NODES ({MAX_NODES}) nodes"));
+    }
+    if depth > MAX_DEPTH {
+        return Err(format!("nested deeper than MAX_DEPTH ({MAX_DEPTH})"));
+    }
+    let next = depth + 1;
+    let entries = |n: usize, what: &str| {
+        if n > MAX_LITERAL_ENTRIES {
+            Err(format!(
+                "a {what} literal with {n} entries, more than MAX_LITERAL_ENTRIES ({MAX_LITERAL_ENTRIES})"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match expr {
+        Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                measure(&target.expr, next, nesting, size)?;
+            }
+            for a in &call.args {
+                measure(&a.expr, next, nesting, size)?;
+            }
+        }
+        Expr::Comprehension(c) => {
+            let nesting = nesting + 1;
+            if nesting > MAX_COMPREHENSION_NESTING {
+                return Err(format!(
+                    "comprehensions (all, exists, exists_one, map, filter) nested more than MAX_COMPREHENSION_NESTING ({MAX_COMPREHENSION_NESTING}) deep"
+                ));
+            }
+            for part in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                measure(&part.expr, next, nesting, size)?;
+            }
+        }
+        Expr::List(list) => {
+            entries(list.elements.len(), "list")?;
+            for e in &list.elements {
+                measure(&e.expr, next, nesting, size)?;
+            }
+        }
+        Expr::Map(map) => {
+            entries(map.entries.len(), "map")?;
+            for e in &map.entries {
+                measure_entry(&e.expr, next, nesting, size)?;
+            }
+        }
+        Expr::Struct(st) => {
+            entries(st.entries.len(), "message")?;
+            for e in &st.entries {
+                measure_entry(&e.expr, next, nesting, size)?;
+            }
+        }
+        Expr::Select(select) => measure(&select.operand.expr, next, nesting, size)?,
+    }
+    Ok(())
+}
+
+fn measure_entry(
+    entry: &EntryExpr,
+    depth: usize,
+    nesting: usize,
+    size: &mut Size,
+) -> Result<(), String> {
+    match entry {
+        EntryExpr::StructField(f) => measure(&f.value.expr, depth, nesting, size),
+        EntryExpr::MapEntry(m) => {
+            measure(&m.key.expr, depth, nesting, size)?;
+            measure(&m.value.expr, depth, nesting, size)
+        }
+    }
 }
 
 pub fn check(
@@ -64,8 +229,7 @@ pub fn check(
         }
     }
     if let Some(expr) = expression.map(str::trim).filter(|e| !e.is_empty()) {
-        let program = cel::Program::compile(expr)
-            .map_err(|e| CriteriaError::Invalid(format!("`{expr}` does not parse: {e}")))?;
+        let program = compiled(expr)?;
         let mut context = cel::Context::default();
         for (k, v) in &labels.0 {
             context.add_variable_from_value(k.clone(), cel::Value::String(v.clone().into()));
@@ -185,6 +349,53 @@ mod tests {
             check(&criteria(&[]), Some("zone == 'a'"), &here),
             Err(CriteriaError::NotHere(_))
         ));
+    }
+
+    #[test]
+    fn expressions_over_a_bound_are_refused_naming_it() {
+        let here = labels("region=eastus");
+        let too_complex = |expr: &str| match check(&criteria(&[]), Some(expr), &here) {
+            Err(CriteriaError::TooComplex(m)) => m,
+            other => panic!("{expr}: {other:?}"),
+        };
+        let long = format!("region == '{}'", "x".repeat(MAX_EXPRESSION_BYTES));
+        assert!(too_complex(&long).contains("MAX_EXPRESSION_BYTES (1024)"));
+        let chain = vec!["region == 'eastus'"; 40].join(" && ");
+        assert!(
+            too_complex(&chain).contains("MAX_"),
+            "{}",
+            too_complex(&chain)
+        );
+        let list = (0..MAX_LITERAL_ENTRIES + 1)
+            .map(|i| format!("'r{i}'"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(too_complex(&format!("region in [{list}]")).contains("MAX_LITERAL_ENTRIES (32)"));
+        let nested = "[1, 2].exists(x, [3, 4].exists(y, x < y))";
+        assert!(too_complex(nested).contains("MAX_COMPREHENSION_NESTING (1)"));
+        let nodes = vec!["(region == 'a' || region == 'b')"; 20].join(" || ");
+        assert!(
+            too_complex(&nodes).contains("MAX_NODES (128)"),
+            "{}",
+            too_complex(&nodes)
+        );
+        // Within the bounds: a list literal and one comprehension.
+        assert!(
+            check(
+                &criteria(&[]),
+                Some("['westus', 'eastus'].exists(r, r == region) && region in ['eastus']"),
+                &here
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_expression_is_compiled_once() {
+        let expr = "region == 'compiled-once'";
+        let first = compiled(expr).unwrap();
+        let again = compiled(expr).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
     }
 
     #[test]

@@ -2,21 +2,28 @@
 //! (list, then watch, relisting on `410 Gone`) per kind and namespace, kept
 //! in memory. Every change bumps a counter, so the scheduler re-plans within
 //! moments of a label edit, a new rule or a deleted exporter.
+//!
+//! SummaryRules belong to adx-mon, whose CRD may be looser than our type or
+//! newer: they are watched untyped and converted one by one, so one rule
+//! that does not fit is skipped (warned about once per version, counted in
+//! `kusto_metrics_summaryrules_skipped`) instead of failing the list of all.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::ListParams;
-use kube::runtime::reflector::{self, Store};
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::folder::Catalog;
 use crate::api::{MetaExt, MetricsExporter, SummaryRule};
+use crate::telemetry::Metrics;
 
 /// How long the first list may take before the host gives up at start.
 pub const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,9 +56,13 @@ pub enum WatchError {
 
 pub struct KubeDiscovery {
     exporters: Vec<Store<MetricsExporter>>,
-    rules: Vec<Store<SummaryRule>>,
+    /// Untyped: converted per object in [`KubeDiscovery::catalog`].
+    rules: Vec<Store<DynamicObject>>,
     changes: watch::Receiver<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+    /// SummaryRules skipped, by key, with the resourceVersion warned about.
+    skipped: Mutex<HashMap<String, String>>,
 }
 
 impl Drop for KubeDiscovery {
@@ -77,22 +88,54 @@ where
     }
 }
 
+fn dynamic_apis(
+    client: &Client,
+    namespaces: &[String],
+    resource: &ApiResource,
+) -> Vec<Api<DynamicObject>> {
+    if namespaces.is_empty() {
+        vec![Api::all_with(client.clone(), resource)]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced_with(client.clone(), ns, resource))
+            .collect()
+    }
+}
+
 impl KubeDiscovery {
     /// Starts the reflectors and waits for their first list. Fails with a
     /// hint when a CRD is missing.
-    pub async fn start(client: Client, namespaces: &[String]) -> Result<KubeDiscovery, WatchError> {
+    pub async fn start(
+        client: Client,
+        namespaces: &[String],
+        metrics: Arc<Metrics>,
+    ) -> Result<KubeDiscovery, WatchError> {
         let (tx, rx) = watch::channel(0u64);
         let tx = Arc::new(tx);
         let mut tasks = Vec::new();
         let mut exporters = Vec::new();
         for api in apis::<MetricsExporter>(&client, namespaces) {
             check_installed(&api, "MetricsExporter").await?;
-            exporters.push(reflect(api, tx.clone(), &mut tasks));
+            exporters.push(reflect(
+                api,
+                Writer::default(),
+                "MetricsExporter",
+                tx.clone(),
+                &mut tasks,
+            ));
         }
         let mut rules = Vec::new();
-        for api in apis::<SummaryRule>(&client, namespaces) {
+        let rule_resource = ApiResource::erase::<SummaryRule>(&());
+        for api in dynamic_apis(&client, namespaces, &rule_resource) {
             check_installed(&api, "SummaryRule").await?;
-            rules.push(reflect(api, tx.clone(), &mut tasks));
+            rules.push(reflect(
+                api,
+                Writer::new(rule_resource.clone()),
+                "SummaryRule",
+                tx.clone(),
+                &mut tasks,
+            ));
         }
         for s in &exporters {
             ready(s, "MetricsExporter").await?;
@@ -105,6 +148,8 @@ impl KubeDiscovery {
             rules,
             changes: rx,
             tasks,
+            metrics,
+            skipped: Mutex::new(HashMap::new()),
         })
     }
 
@@ -127,11 +172,29 @@ impl KubeDiscovery {
                     .insert(key.clone(), ((*me).clone(), origin(&key)));
             }
         }
+        let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        let mut unreadable = HashMap::new();
         for store in &self.rules {
-            for rule in store.state() {
-                catalog.rules.insert(rule.metadata.key(), (*rule).clone());
+            for object in store.state() {
+                let key = object.metadata.key();
+                match to_rule(&object) {
+                    Ok(rule) => {
+                        catalog.rules.insert(key, rule);
+                    }
+                    Err(e) => {
+                        let version = object.resource_version().unwrap_or_default();
+                        if skipped.get(&key) != Some(&version) {
+                            tracing::warn!(summary_rule = %key, resource_version = %version, error = %e, "SummaryRule skipped: it does not fit the SummaryRule type; the other rules are used");
+                        }
+                        unreadable.insert(key, version);
+                    }
+                }
             }
         }
+        self.metrics
+            .summary_rules_skipped
+            .set(i64::try_from(unreadable.len()).unwrap_or(i64::MAX));
+        *skipped = unreadable;
         catalog
     }
 
@@ -141,6 +204,16 @@ impl KubeDiscovery {
         let r = reflector::ObjectRef::new(name).within(ns);
         self.exporters.iter().find_map(|s| s.get(&r))
     }
+}
+
+/// One untyped SummaryRule as our type; the error names the field at
+/// fault (`spec.database: invalid type: ...`).
+fn to_rule(object: &DynamicObject) -> Result<SummaryRule, String> {
+    let value = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        format!("{path}: {}", e.into_inner())
+    })
 }
 
 async fn check_installed<K>(api: &Api<K>, kind: &'static str) -> Result<(), WatchError>
@@ -159,14 +232,16 @@ where
 
 fn reflect<K>(
     api: Api<K>,
+    writer: Writer<K>,
+    kind: &'static str,
     changes: Arc<watch::Sender<u64>>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
+    let reader = writer.as_reader();
     let stream =
         reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
     tasks.push(tokio::spawn(async move {
@@ -178,7 +253,7 @@ where
                 }
                 // The watcher relists on its own (410 Gone, dropped
                 // connections); the backoff spaces the attempts.
-                Err(e) => tracing::warn!(kind = %K::kind(&Default::default()), error = %e, "watch failed; retrying"),
+                Err(e) => tracing::warn!(kind = %kind, error = %e, "watch failed; retrying"),
             }
         }
     }));

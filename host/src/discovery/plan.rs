@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use super::criteria::{self, CriteriaError};
 use super::folder::Catalog;
+use crate::api::conditions::reason;
 use crate::api::{MetaExt, MetricsExporter, selector};
 use crate::config::HostConfig;
+use crate::config::tenancy::TenancyError;
 use crate::config::transform_file::{TransformSpec, transform_spec};
+use crate::source::local_table;
 
 /// The output table of one matched SummaryRule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +54,16 @@ pub struct ExportPlan {
 pub struct PlanError {
     pub key: String,
     pub file: PathBuf,
+    /// The `Ready=False` reason (`api::conditions::reason`).
+    pub reason: &'static str,
     pub message: String,
+}
+
+/// Why one exporter cannot run: a condition reason and a message.
+type Refusal = (&'static str, String);
+
+fn invalid(message: String) -> Refusal {
+    (reason::INVALID_SPEC, message)
 }
 
 /// What planning made of a catalog.
@@ -77,10 +89,15 @@ pub fn plan(catalog: &Catalog, config: &HostConfig) -> Planned {
                 planned.elsewhere.push((key.clone(), why));
                 continue;
             }
-            Err(e @ CriteriaError::Invalid(_)) => {
+            Err(e) => {
                 planned.errors.push(PlanError {
                     key: key.clone(),
                     file: file.clone(),
+                    reason: if matches!(e, CriteriaError::TooComplex(_)) {
+                        reason::CRITERIA_TOO_COMPLEX
+                    } else {
+                        reason::INVALID_SPEC
+                    },
                     message: e.to_string(),
                 });
                 continue;
@@ -88,9 +105,10 @@ pub fn plan(catalog: &Catalog, config: &HostConfig) -> Planned {
         }
         match plan_one(catalog, config, me, file) {
             Ok(p) => planned.plans.push(p),
-            Err(message) => planned.errors.push(PlanError {
+            Err((reason, message)) => planned.errors.push(PlanError {
                 key: key.clone(),
                 file: file.clone(),
+                reason,
                 message,
             }),
         }
@@ -103,24 +121,34 @@ fn plan_one(
     config: &HostConfig,
     me: &MetricsExporter,
     file: &Path,
-) -> Result<ExportPlan, String> {
+) -> Result<ExportPlan, Refusal> {
     let spec = &me.spec;
     let interval = humantime::parse_duration(&spec.interval).map_err(|e| {
-        format!(
+        invalid(format!(
             "spec.interval: `{}` is not a duration (e.g. 30s, 5m): {e}",
             spec.interval
-        )
+        ))
     })?;
-    if interval.is_zero() {
-        return Err("spec.interval: must be more than zero".to_string());
+    if interval < config.min_interval {
+        return Err((
+            reason::INTERVAL_TOO_SHORT,
+            format!(
+                "spec.interval: `{}` is shorter than this host's minInterval ({}, in {})",
+                spec.interval,
+                humantime::format_duration(config.min_interval),
+                config.path.display()
+            ),
+        ));
     }
     if spec.exporters.is_empty() {
-        return Err("spec.exporters: name at least one exporter".to_string());
+        return Err(invalid(
+            "spec.exporters: name at least one exporter".to_string(),
+        ));
     }
     for (i, name) in spec.exporters.iter().enumerate() {
         if config.exporter(name).is_none() {
             let defined: Vec<&str> = config.exporters.iter().map(|e| e.name.as_str()).collect();
-            return Err(format!(
+            return Err(invalid(format!(
                 "spec.exporters[{i}]: `{name}` is not defined in {} (defined: {})",
                 config.path.display(),
                 if defined.is_empty() {
@@ -128,54 +156,69 @@ fn plan_one(
                 } else {
                     defined.join(", ")
                 }
-            ));
+            )));
         }
     }
     let direct = match (&spec.database, &spec.body) {
         (None, None) => None,
         (Some(db), Some(body)) => {
             if spec.summary_rule_selector.is_some() {
-                return Err(
+                return Err(invalid(
                     "spec: give either summaryRuleSelector or database and body, not both"
                         .to_string(),
-                );
+                ));
             }
             if db.trim().is_empty() || body.trim().is_empty() {
-                return Err("spec.database and spec.body: must not be empty".to_string());
+                return Err(invalid(
+                    "spec.database and spec.body: must not be empty".to_string(),
+                ));
             }
             if config.kusto().is_none() {
-                return Err(format!(
+                return Err(invalid(format!(
                     "spec.body: a query runs against Azure Data Explorer, but {} reads local tables (source.local)",
                     config.path.display()
-                ));
+                )));
             }
             Some((db.clone(), body.clone()))
         }
-        (Some(_), None) => return Err("spec.database: given without spec.body".to_string()),
-        (None, Some(_)) => return Err("spec.body: given without spec.database".to_string()),
+        (Some(_), None) => {
+            return Err(invalid(
+                "spec.database: given without spec.body".to_string(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "spec.body: given without spec.database".to_string(),
+            ));
+        }
     };
     let selector = spec.summary_rule_selector.clone().unwrap_or_default();
-    selector::validate(&selector).map_err(|e| format!("spec.summaryRuleSelector.{e}"))?;
+    selector::validate(&selector).map_err(|e| invalid(format!("spec.summaryRuleSelector.{e}")))?;
     let base = file.parent().unwrap_or(Path::new("."));
-    let transform =
-        transform_spec(spec.transform.clone(), base).map_err(|e| format!("spec.transform: {e}"))?;
+    let transform = transform_spec(spec.transform.clone(), base)
+        .map_err(|e| invalid(format!("spec.transform: {e}")))?;
     if config.kubernetes.is_none()
         && let Some(crate::config::transform_file::ModuleRef::ConfigMap { name, .. }) =
             &transform.module
     {
-        return Err(format!(
+        return Err(invalid(format!(
             "spec.transform.module.configMap: `{name}`: a ConfigMap module needs Kubernetes mode; in local mode use file or oci"
-        ));
+        )));
     }
     if config.kubernetes.is_some()
         && let Some(crate::config::transform_file::ModuleRef::File(path)) = &transform.module
     {
-        return Err(format!(
+        return Err(invalid(format!(
             "spec.transform.module.file: `{}`: a file module works only in local mode (manifests from a folder); in a cluster use configMap or oci",
             path.display()
-        ));
+        )));
     }
     let namespace = me.metadata.ns();
+    if let (Some(tenancy), Some((database, body))) = (&config.tenancy, &direct) {
+        tenancy
+            .check_body(namespace, database, body)
+            .map_err(tenancy_refusal)?;
+    }
     let mut rules_not_ready = Vec::new();
     let rules = match direct {
         Some((database, body)) => vec![RuleTarget {
@@ -207,6 +250,26 @@ fn plan_one(
             })
             .collect(),
     };
+    for rule in rules.iter().filter(|r| r.body.is_none()) {
+        if let Some(tenancy) = &config.tenancy {
+            tenancy
+                .check_database(namespace, &rule.database)
+                .map_err(|e| {
+                    let (reason, message) = tenancy_refusal(e);
+                    (reason, format!("SummaryRule {}: {message}", rule.key))
+                })?;
+        }
+        if let crate::config::host_config::SourceConfig::Local { .. } = &config.source {
+            for (what, name) in [("database", &rule.database), ("table", &rule.table)] {
+                local_table::check_name(name).map_err(|why| {
+                    invalid(format!(
+                        "SummaryRule {}: spec.{what} `{name}` cannot name a local table folder or file: {why}",
+                        rule.key
+                    ))
+                })?;
+            }
+        }
+    }
     Ok(ExportPlan {
         key: me.metadata.key(),
         name: me.metadata.name_or_empty().to_string(),
@@ -219,4 +282,140 @@ fn plan_one(
         generation: me.metadata.generation,
         rules_not_ready,
     })
+}
+
+fn tenancy_refusal(e: TenancyError) -> Refusal {
+    let reason = match e {
+        TenancyError::BodyNotAllowed { .. } => reason::BODY_NOT_ALLOWED,
+        TenancyError::DatabaseNotAllowed { .. } | TenancyError::BodyOutOfScope { .. } => {
+            reason::DATABASE_NOT_ALLOWED
+        }
+    };
+    (reason, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::ManifestFolder;
+
+    const KUSTO: &str = "source: {kusto: {endpoints: {Db: https://c.kusto.windows.net}}}\n";
+
+    fn planned(config: &str, manifests: &str) -> Planned {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("m")).unwrap();
+        std::fs::write(dir.path().join("m/all.yaml"), manifests).unwrap();
+        let path = dir.path().join("k.yaml");
+        std::fs::write(
+            &path,
+            format!("manifests: m\nexporters: [{{name: sink, stdout: {{}}}}]\n{config}"),
+        )
+        .unwrap();
+        let config = HostConfig::load(&path).unwrap();
+        let (catalog, _) = ManifestFolder::new(dir.path().join("m")).scan().unwrap();
+        plan(&catalog, &config)
+    }
+
+    fn rule(ns: &str, db: &str) -> String {
+        format!(
+            "apiVersion: adx-mon.azure.com/v1\nkind: SummaryRule\nmetadata: {{name: r, namespace: {ns}, labels: {{a: b}}}}\nspec: {{database: {db}, table: T, body: x, interval: 5m}}\n---\n"
+        )
+    }
+
+    fn exporter(ns: &str, interval: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {{name: e, namespace: {ns}}}\nspec:\n  exporters: [sink]\n  interval: {interval}\n  transform: {{valueColumn: v, timestampColumn: t}}\n{extra}"
+        )
+    }
+
+    fn refusal(p: &Planned) -> (&'static str, &str) {
+        assert!(p.plans.is_empty(), "{:?}", p.plans);
+        (p.errors[0].reason, p.errors[0].message.as_str())
+    }
+
+    #[test]
+    fn an_interval_below_the_floor_does_not_run() {
+        let p = planned(KUSTO, &exporter("ns", "1ms", "  summaryRuleSelector: {}\n"));
+        let (reason, message) = refusal(&p);
+        assert_eq!(reason, reason::INTERVAL_TOO_SHORT);
+        assert!(
+            message.starts_with(
+                "spec.interval: `1ms` is shorter than this host's minInterval (10s, in "
+            ),
+            "{message}"
+        );
+        let p = planned(
+            &format!("{KUSTO}minInterval: 1ms\n"),
+            &exporter("ns", "1ms", "  summaryRuleSelector: {}\n"),
+        );
+        assert_eq!(p.plans.len(), 1, "{:?}", p.errors);
+    }
+
+    #[test]
+    fn the_tenancy_policy_is_checked_for_rules_and_bodies() {
+        let policy = format!(
+            "{KUSTO}tenancy:\n  namespaces:\n    a: {{databases: [db], allowBody: true}}\n    b: {{databases: [db]}}\n"
+        );
+        // Without a policy, anything goes.
+        let p = planned(
+            KUSTO,
+            &format!(
+                "{}{}",
+                rule("a", "Other"),
+                exporter("a", "1m", "  summaryRuleSelector: {}\n")
+            ),
+        );
+        assert_eq!(p.plans.len(), 1);
+
+        let p = planned(
+            &policy,
+            &format!(
+                "{}{}",
+                rule("a", "Other"),
+                exporter("a", "1m", "  summaryRuleSelector: {}\n")
+            ),
+        );
+        let (reason, message) = refusal(&p);
+        assert_eq!(reason, reason::DATABASE_NOT_ALLOWED);
+        assert_eq!(
+            message,
+            "SummaryRule a/r: namespace `a` may not read database `Other` (tenancy.namespaces.a allows databases: db; allowBody: true)"
+        );
+        let p = planned(
+            &policy,
+            &format!(
+                "{}{}",
+                rule("a", "DB"),
+                exporter("a", "1m", "  summaryRuleSelector: {}\n")
+            ),
+        );
+        assert_eq!(p.plans.len(), 1, "{:?}", p.errors);
+
+        let body = |ns: &str, text: &str| {
+            planned(
+                &policy,
+                &exporter(ns, "1m", &format!("  database: Db\n  body: {text:?}\n")),
+            )
+        };
+        assert_eq!(body("a", "T | take 1").plans.len(), 1);
+        let p = body("a", "cluster('x').database('Db').T");
+        assert_eq!(refusal(&p).0, reason::DATABASE_NOT_ALLOWED);
+        let p = body("b", "T | take 1");
+        assert_eq!(refusal(&p).0, reason::BODY_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn an_expression_over_a_bound_says_so_in_its_reason() {
+        let p = planned(
+            KUSTO,
+            &exporter(
+                "ns",
+                "1m",
+                "  summaryRuleSelector: {}\n  criteriaExpression: \"[1].all(x, [2].all(y, x < y))\"\n",
+            ),
+        );
+        let (reason, message) = refusal(&p);
+        assert_eq!(reason, reason::CRITERIA_TOO_COMPLEX);
+        assert!(message.contains("MAX_COMPREHENSION_NESTING"), "{message}");
+    }
 }

@@ -33,7 +33,8 @@ pub async fn run(
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("Kubernetes mode needs a status store"))?;
     let client = statuses.client().clone();
-    let mut discovery = KubeDiscovery::start(client.clone(), &k.namespaces).await?;
+    let mut discovery =
+        KubeDiscovery::start(client.clone(), &k.namespaces, runner.metrics().clone()).await?;
     let identity = statuses.identity().to_string();
     let leases = Leases::new(
         client,
@@ -157,9 +158,9 @@ impl ClusterState {
             if self.invalid.get(&e.key) == Some(&seen) {
                 continue;
             }
-            tracing::error!(metrics_exporter = %e.key, error = %e.message, "MetricsExporter cannot run");
+            tracing::error!(metrics_exporter = %e.key, reason = e.reason, error = %e.message, "MetricsExporter cannot run");
             statuses
-                .report_invalid(&e.key, generation, &e.message)
+                .report_invalid(&e.key, generation, e.reason, &e.message)
                 .await;
             self.invalid.insert(e.key.clone(), seen);
         }

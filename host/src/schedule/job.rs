@@ -239,7 +239,12 @@ impl<'a> Job<'a> {
     ) -> Result<(), JobError> {
         let shared = self.shared;
         let started = Instant::now();
-        let result = self.sink.send_from(&shared.resource, output, skip).await;
+        // A scrape store keeps families per MetricsExporter, so it is told
+        // whose output this is.
+        let result = match self.sink.scrape_store() {
+            Some(store) if skip == 0 => store.update_for(&self.plan.key, &shared.resource, output),
+            _ => self.sink.send_from(&shared.resource, output, skip).await,
+        };
         shared
             .metrics
             .export_latency

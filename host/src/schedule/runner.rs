@@ -118,6 +118,11 @@ impl Runner {
         }
     }
 
+    /// The host's own metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
     /// Where status goes (Kubernetes).
     pub fn statuses(&self) -> Option<&Arc<StatusStore>> {
         match &self.shared.state {

@@ -42,12 +42,41 @@ pub struct Chunk {
     pub pending_bytes: u64,
 }
 
+/// Whether a database or table name can name a folder or file right below
+/// its parent: anything else (`..`, `a/b`, an absolute path) would read
+/// outside the folder that the tenancy policy allows by name.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name == "." || name == ".." {
+        return Err("`.` and `..` are not names");
+    }
+    if name.contains(['/', '\\', '\0']) {
+        return Err("it holds a path separator");
+    }
+    Ok(())
+}
+
 /// The file of a table, whichever format it has.
 pub fn table_path(
     tables: &Path,
     database: &str,
     table: &str,
 ) -> Result<(PathBuf, InputFormat), InputError> {
+    for name in [database, table] {
+        if let Err(why) = check_name(name) {
+            return Err(InputError::Io {
+                path: tables.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "table {database}.{table}: `{name}` is not a folder or file name: {why}"
+                    ),
+                ),
+            });
+        }
+    }
     let dir = tables.join(database);
     for (ext, format) in [("csv", InputFormat::Csv), ("jsonl", InputFormat::JsonLines)] {
         let path = dir.join(format!("{table}.{ext}"));

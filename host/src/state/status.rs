@@ -400,8 +400,14 @@ impl StatusStore {
         }
     }
 
-    /// The exporter cannot run: `Ready=False` with why.
-    pub async fn report_invalid(&self, key: &str, generation: Option<i64>, message: &str) {
+    /// The exporter cannot run: `Ready=False` with `reason` and why.
+    pub async fn report_invalid(
+        &self,
+        key: &str,
+        generation: Option<i64>,
+        reason: &str,
+        message: &str,
+    ) {
         {
             let mut entries = self.lock();
             let Some(entry) = entries.get_mut(key) else {
@@ -413,7 +419,7 @@ impl StatusStore {
                 &previous,
                 READY,
                 false,
-                reason::INVALID_SPEC,
+                reason,
                 &truncate(message),
                 generation,
                 &now,
@@ -428,7 +434,7 @@ impl StatusStore {
         if let Err(e) = self.write(key).await {
             tracing::warn!(metrics_exporter = %key, error = %e, "cannot write the status");
         }
-        self.warn(key, reason::INVALID_SPEC, message).await;
+        self.warn(key, reason, message).await;
     }
 
     /// The status the replica last wrote or loaded for `key`.

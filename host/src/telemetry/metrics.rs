@@ -84,6 +84,11 @@ pub struct Metrics {
     pub scrape_series: Family<ExporterLabels, Gauge>,
     /// New series a full scrape exporter refused.
     pub scrape_series_refused: Family<ExporterLabels, Counter>,
+    /// Scrape updates refused whole because a family belongs to another
+    /// MetricsExporter.
+    pub scrape_updates_refused: Family<ExporterLabels, Counter>,
+    /// SummaryRules (Kubernetes) skipped now because they do not fit the type.
+    pub summary_rules_skipped: Gauge,
 }
 
 impl Default for Metrics {
@@ -136,6 +141,18 @@ impl Metrics {
             "scrape_series_refused",
             "New series a prometheusScrape exporter refused because it held maxSeries",
             scrape_series_refused.clone(),
+        );
+        let scrape_updates_refused = Family::default();
+        registry.register(
+            "scrape_updates_refused",
+            "Updates a prometheusScrape exporter refused whole because a family in them is served for another MetricsExporter",
+            scrape_updates_refused.clone(),
+        );
+        let summary_rules_skipped = Gauge::default();
+        registry.register(
+            "summaryrules_skipped",
+            "SummaryRules skipped because they do not fit the SummaryRule type (each is named in a warning)",
+            summary_rules_skipped.clone(),
         );
         registry.register(
             "runs",
@@ -214,6 +231,8 @@ impl Metrics {
             module_failures,
             scrape_series,
             scrape_series_refused,
+            scrape_updates_refused,
+            summary_rules_skipped,
         }
     }
 

@@ -1,8 +1,10 @@
 //! Seeing what the host does: structured logs ([`init_logging`]), the host's
 //! own Prometheus metrics ([`metrics`]) and the HTTP endpoints that serve them
-//! with the health checks ([`server`]).
+//! with the health checks ([`server`]; [`scrape_auth`]: the bearer token
+//! scrape paths can require).
 
 pub mod metrics;
+pub mod scrape_auth;
 pub mod server;
 
 pub use metrics::Metrics;

@@ -1,5 +1,7 @@
 //! `/metrics` (Prometheus text), `/healthz` (the process is up) and
-//! `/readyz` (manifests were read and exports are scheduled).
+//! `/readyz` (manifests were read and exports are scheduled), open to all;
+//! and each scrape exporter's path, behind a bearer token when
+//! `server.scrapeToken` is set.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use super::Metrics;
+use super::scrape_auth::ScrapeToken;
 use crate::export::prometheus::ScrapeStore;
 
 #[derive(Clone)]
@@ -43,14 +46,17 @@ struct AppState {
 pub type ScrapeEndpoints = Vec<Arc<ScrapeStore>>;
 
 /// Binds `addr` and serves until `shutdown` resolves. Returns the bound
-/// address (useful with port 0).
+/// address (useful with port 0). With `scrape_token`, the scrape paths
+/// answer 401 to a request without `Authorization: Bearer <token>`.
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Health,
     scrape: ScrapeEndpoints,
+    scrape_token: Option<ScrapeToken>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
+    let scrape_token = scrape_token.map(Arc::new);
     let mut app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -58,11 +64,30 @@ pub async fn serve(
         .with_state(AppState { metrics, health });
     for store in scrape {
         let path = store.path().to_string();
+        let token = scrape_token.clone();
         app = app.route(
             &path,
             get(move |headers: HeaderMap| {
                 let store = store.clone();
+                let token = token.clone();
                 async move {
+                    if let Some(token) = token {
+                        let given = headers
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok());
+                        if !token.admits(given) {
+                            tracing::debug!(path = %store.path(), "scrape refused: no valid bearer token");
+                            return (
+                                StatusCode::UNAUTHORIZED,
+                                [
+                                    (header::WWW_AUTHENTICATE, "Bearer"),
+                                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                                ],
+                                "a bearer token is required (server.scrapeToken)\n".to_string(),
+                            )
+                                .into_response();
+                        }
+                    }
                     let accept = headers
                         .get(header::ACCEPT)
                         .and_then(|v| v.to_str().ok())
@@ -78,7 +103,7 @@ pub async fn serve(
                                     crate::export::prometheus::scrape::TEXT_CONTENT_TYPE,
                                 )
                             });
-                    ([(header::CONTENT_TYPE, content_type)], body)
+                    ([(header::CONTENT_TYPE, content_type)], body).into_response()
                 }
             }),
         );

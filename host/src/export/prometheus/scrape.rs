@@ -7,6 +7,14 @@
 //! dropped, and at most `maxSeries` are held; a new series beyond that is
 //! refused, counted and warned about, while the series already held keep
 //! being updated.
+//!
+//! Several MetricsExporters (teams) can share one scrape exporter, so each
+//! family belongs to the MetricsExporter that first served it, until its
+//! series go stale. An update is checked whole before anything of it is
+//! taken: one naming a family (or a sample name) that another
+//! MetricsExporter serves, or a family of its own under another type, is
+//! refused as a whole, naming both MetricsExporters and the family; the
+//! families already served are left as they were.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,8 +41,14 @@ struct Latest {
     updated: Instant,
 }
 
+/// Who an update comes from when the caller does not say
+/// ([`ScrapeStore::update`]).
+pub const UNNAMED_OWNER: &str = "(unnamed)";
+
 #[derive(Debug)]
 struct FamilyState {
+    /// The MetricsExporter (`namespace/name`) that serves it.
+    owner: String,
     family_type: FamilyType,
     help: String,
     unit: String,
@@ -91,10 +105,22 @@ impl ScrapeStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the output's newest point of each series. Never fails for
-    /// lack of room: a series that does not fit is counted, not an error
-    /// that would hold the rows back forever.
+    /// [`ScrapeStore::update_for`] from an unnamed MetricsExporter.
     pub fn update(&self, resource: &Resource, output: &Output) -> Result<Delivered, ExportError> {
+        self.update_for(UNNAMED_OWNER, resource, output)
+    }
+
+    /// Takes the output's newest point of each series, for the
+    /// MetricsExporter `owner`; all or nothing when a family clashes (see
+    /// the module's docs). Never fails for lack of room: a series that does
+    /// not fit is counted, not an error that would hold the rows back
+    /// forever.
+    pub fn update_for(
+        &self,
+        owner: &str,
+        resource: &Resource,
+        output: &Output,
+    ) -> Result<Delivered, ExportError> {
         let converted = convert(resource, output, &self.options)
             .map_err(|e| ExportError::new(&self.name, ErrorKind::Config(e.to_string())))?;
         let now = Instant::now();
@@ -102,26 +128,28 @@ impl ScrapeStore {
         let mut points = 0usize;
         let mut inner = self.lock();
         prune(&mut inner, now, self.stale_after);
-        for family in converted.families {
-            if let Some(existing) = inner.families.get(&family.name)
-                && existing.family_type != family.family_type
-            {
-                return Err(ExportError::new(
-                    &self.name,
-                    ErrorKind::Config(format!(
-                        "Prometheus family `{}` is already served as a {}; it cannot also be a {}",
-                        family.name,
-                        existing.family_type.as_str(),
-                        family.family_type.as_str()
-                    )),
-                ));
+        // Everything is checked before anything is taken.
+        for family in &converted.families {
+            if let Some(clash) = clash(&inner, owner, family) {
+                drop(inner);
+                if let Some(m) = self.metrics.get() {
+                    m.scrape_updates_refused
+                        .get_or_create(&ExporterLabels {
+                            exporter: self.name.clone(),
+                        })
+                        .inc();
+                }
+                return Err(ExportError::new(&self.name, ErrorKind::Config(clash)));
             }
+        }
+        for family in converted.families {
             let mut added = 0usize;
             let room = self.max_series.saturating_sub(inner.series);
             let state = inner
                 .families
                 .entry(family.name.clone())
                 .or_insert_with(|| FamilyState {
+                    owner: owner.to_string(),
                     family_type: family.family_type,
                     help: family.help.clone(),
                     unit: family.unit.clone(),
@@ -262,6 +290,69 @@ impl ScrapeStore {
             },
         )
     }
+}
+
+/// The sample names a family is exposed under.
+fn sample_names(name: &str, family_type: FamilyType) -> Vec<String> {
+    if family_type == FamilyType::Histogram {
+        HISTOGRAM_SUFFIXES
+            .iter()
+            .map(|s| format!("{name}{s}"))
+            .collect()
+    } else {
+        vec![name.to_string()]
+    }
+}
+
+const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
+
+/// Why `owner` may not serve `family` next to what is held, if it may not:
+/// a family of that name served for another MetricsExporter, or under
+/// another type, or another family exposed under one of its sample names.
+fn clash(inner: &Inner, owner: &str, family: &super::series::Family) -> Option<String> {
+    let describe = |name: &str, f: &FamilyState| {
+        format!(
+            "Prometheus family `{name}` (a {}) is served for MetricsExporter {}",
+            f.family_type.as_str(),
+            f.owner
+        )
+    };
+    if let Some(held) = inner.families.get(&family.name) {
+        if held.owner != owner {
+            return Some(format!(
+                "{}; MetricsExporter {owner} cannot serve a family of that name too (a {}): rename its metric or give it another scrape exporter",
+                describe(&family.name, held),
+                family.family_type.as_str()
+            ));
+        }
+        if held.family_type != family.family_type {
+            return Some(format!(
+                "Prometheus family `{}` is already served as a {} for MetricsExporter {owner}; it cannot also be a {}",
+                family.name,
+                held.family_type.as_str(),
+                family.family_type.as_str()
+            ));
+        }
+        return None;
+    }
+    for sample in sample_names(&family.name, family.family_type) {
+        let bases = HISTOGRAM_SUFFIXES
+            .iter()
+            .filter_map(|s| sample.strip_suffix(s));
+        for other in std::iter::once(sample.as_str()).chain(bases) {
+            if let Some(held) = inner.families.get(other)
+                && sample_names(other, held.family_type).contains(&sample)
+            {
+                return Some(format!(
+                    "{}, whose samples include `{sample}`; MetricsExporter {owner} cannot serve family `{}` (a {}) beside it",
+                    describe(other, held),
+                    family.name,
+                    family.family_type.as_str()
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn prune(inner: &mut Inner, now: Instant, stale_after: Duration) {
@@ -547,6 +638,71 @@ mod tests {
             "the set without labels (4 series) fits: {text}"
         );
         assert_eq!(s.series_count(), 4);
+    }
+
+    #[test]
+    fn a_family_belongs_to_one_metrics_exporter_and_a_clash_refuses_only_the_newcomer() {
+        let s = store(1000, Duration::from_secs(60));
+        let host = Resource::default_host();
+        let mut a = fixture::output();
+        a.metrics = vec![fixture::gauge("x_total", 1_000_000, 1)];
+        s.update_for("team-a/a", &host, &a).unwrap();
+        // Team B: a counter `x` (served as `x_total`) and a gauge `y`.
+        // Refused whole: no `y` either.
+        let mut counter = fixture::gauge("x", 2_000_000, 5);
+        let crate::wit::MetricData::Gauge(points) = counter.data else {
+            unreachable!("a gauge")
+        };
+        counter.data = crate::wit::MetricData::Sum(crate::wit::SumData {
+            points,
+            temporality: crate::wit::Temporality::Cumulative,
+            monotonic: true,
+        });
+        let mut b = fixture::output();
+        b.metrics = vec![fixture::gauge("y", 2_000_000, 2), counter];
+        let e = s.update_for("team-b/b", &host, &b).unwrap_err().to_string();
+        assert!(
+            e.contains("family `x_total` (a gauge)")
+                && e.contains("MetricsExporter team-a/a")
+                && e.contains("MetricsExporter team-b/b")
+                && e.contains("(a counter)"),
+            "{e}"
+        );
+        let (text, _) = s.render("");
+        assert!(
+            !text.contains("\ny{"),
+            "nothing of B's update was taken: {text}"
+        );
+        assert!(
+            text.contains("\nx_total{") && text.contains("} 0 1\n"),
+            "A's family unchanged: {text}"
+        );
+        // Same name and type from B: still A's family.
+        let mut b2 = fixture::output();
+        b2.metrics = vec![fixture::gauge("x_total", 3_000_000, 9)];
+        assert!(s.update_for("team-b/b", &host, &b2).is_err());
+        // B on its own names is fine, and A keeps updating its own.
+        let mut b3 = fixture::output();
+        b3.metrics = vec![fixture::gauge("y", 3_000_000, 2)];
+        s.update_for("team-b/b", &host, &b3).unwrap();
+        a.metrics = vec![fixture::gauge("x_total", 4_000_000, 1)];
+        s.update_for("team-a/a", &host, &a).unwrap();
+    }
+
+    #[test]
+    fn a_sample_name_of_another_family_clashes_too() {
+        let s = store(1000, Duration::from_secs(60));
+        let host = Resource::default_host();
+        let mut a = fixture::output();
+        a.metrics.retain(|m| m.name == "latency");
+        s.update_for("team-a/a", &host, &a).unwrap();
+        let mut b = fixture::output();
+        b.metrics = vec![fixture::gauge("latency_seconds_count", 1_000_000, 1)];
+        let e = s.update_for("team-b/b", &host, &b).unwrap_err().to_string();
+        assert!(
+            e.contains("family `latency_seconds`") && e.contains("latency_seconds_count"),
+            "{e}"
+        );
     }
 
     #[test]

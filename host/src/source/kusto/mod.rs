@@ -6,6 +6,7 @@
 //! - [`auth`]: azure_identity credentials ([`transport`] gives them our HTTP client).
 //! - [`client`]: queries and management commands over REST, with retries.
 //! - [`kql`]: the query text; names quoted, values as declared parameters.
+//! - [`kql_scope`]: what a MetricsExporter's own KQL may reach (tenancy).
 //! - [`window`]: which rows the next query reads.
 //! - [`table`]: column and ingestion-time checks before the first read.
 //!
@@ -16,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod kql;
+pub mod kql_scope;
 pub mod table;
 mod transport;
 pub mod window;

@@ -9,6 +9,14 @@ use kube::{Api, Client};
 use super::docker_config::DockerAuths;
 use super::{Fetched, ModuleError, ModuleReason, sha256_digest};
 
+/// A 403: the host's ServiceAccount has no Role granting `get` on
+/// `resource` in `namespace` (the base RBAC grants none anywhere).
+fn no_permission(resource: &str, namespace: &str, server: &str) -> String {
+    format!(
+        "no permission to get {resource} in namespace {namespace}: give the host's ServiceAccount a Role there (deploy/components/watch-namespace); the API server said: {server}"
+    )
+}
+
 /// What the API server allows in one ConfigMap.
 pub const CONFIGMAP_LIMIT: usize = 1 << 20;
 
@@ -26,7 +34,13 @@ pub async fn fetch(
     let cm = match api.get_opt(name).await {
         Ok(Some(cm)) => cm,
         Ok(None) => return Err(fail(ModuleReason::PullFailed, "no such ConfigMap".into())),
-        Err(kube::Error::Api(e)) if e.code == 401 || e.code == 403 => {
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Err(fail(
+                ModuleReason::Unauthorized,
+                no_permission("configmaps", namespace, &e.message),
+            ));
+        }
+        Err(kube::Error::Api(e)) if e.code == 401 => {
             return Err(fail(
                 ModuleReason::Unauthorized,
                 format!("the API server refused to show it: {}", e.message),
@@ -106,6 +120,15 @@ pub async fn pull_secret(
             return Err(fail(
                 ModuleReason::Unauthorized,
                 format!("pull secret {namespace}/{name} does not exist"),
+            ));
+        }
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Err(fail(
+                ModuleReason::Unauthorized,
+                format!(
+                    "pull secret {namespace}/{name}: {}",
+                    no_permission("secrets", namespace, &e.message)
+                ),
             ));
         }
         Err(e) => {
