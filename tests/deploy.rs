@@ -194,7 +194,7 @@ fn rbac_is_the_least_that_works() {
             ])
         )]
     );
-    let text = std::fs::read_to_string(common::root().join("deploy/rbac.yaml")).unwrap();
+    let text = std::fs::read_to_string(common::root().join("deploy/base/rbac.yaml")).unwrap();
     assert!(!text.contains("\"*\""), "no wildcards");
     assert_eq!(
         namespaces_reading_secrets(&objects),
@@ -304,7 +304,7 @@ fn the_watch_namespace_example_grants_secrets_only_where_the_host_watches() {
 fn the_shipped_host_configs_load() {
     let root = common::root();
     let mut configs = vec![
-        docs(&root.join("deploy/configmap.yaml")).remove(0)["data"]["kusto-metrics.yaml"].clone(),
+        docs(&root.join("deploy/base/configmap.yaml")).remove(0)["data"]["kusto-metrics.yaml"].clone(),
     ];
     let overlay =
         docs(&root.join("deploy/overlays/workload-identity/kustomization.yaml")).remove(0);
@@ -329,4 +329,40 @@ fn the_shipped_host_configs_load() {
         docker.contains("rustup target add wasm32-wasip2") && docker.contains("USER 65532"),
         "{docker}"
     );
+}
+
+/// kustomize refuses a kustomization that pulls in a folder containing
+/// itself ("cycle detected"): overlays and examples build on deploy/base.
+#[test]
+fn no_kustomization_includes_a_folder_that_contains_it() {
+    let root = common::root();
+    let mut dirs = vec![root.join("deploy"), root.join("examples")];
+    let mut checked = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+                let here = path.parent().unwrap().canonicalize().unwrap();
+                let k = docs(&path).remove(0);
+                let none = Vec::new();
+                let components = k["components"].as_array().unwrap_or(&none);
+                for r in k["resources"].as_array().unwrap_or(&none).iter().chain(components) {
+                    let target = here.join(r.as_str().unwrap());
+                    if target.is_dir() {
+                        let target = target.canonicalize().unwrap();
+                        assert!(
+                            !here.starts_with(&target),
+                            "{} includes {}, a folder that contains it",
+                            path.display(),
+                            target.display()
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4, "found {checked} kustomizations");
 }
