@@ -304,7 +304,8 @@ fn the_watch_namespace_example_grants_secrets_only_where_the_host_watches() {
 fn the_shipped_host_configs_load() {
     let root = common::root();
     let mut configs = vec![
-        docs(&root.join("deploy/base/configmap.yaml")).remove(0)["data"]["kusto-metrics.yaml"].clone(),
+        docs(&root.join("deploy/base/configmap.yaml")).remove(0)["data"]["kusto-metrics.yaml"]
+            .clone(),
     ];
     let overlay =
         docs(&root.join("deploy/overlays/workload-identity/kustomization.yaml")).remove(0);
@@ -348,7 +349,12 @@ fn no_kustomization_includes_a_folder_that_contains_it() {
                 let k = docs(&path).remove(0);
                 let none = Vec::new();
                 let components = k["components"].as_array().unwrap_or(&none);
-                for r in k["resources"].as_array().unwrap_or(&none).iter().chain(components) {
+                for r in k["resources"]
+                    .as_array()
+                    .unwrap_or(&none)
+                    .iter()
+                    .chain(components)
+                {
                     let target = here.join(r.as_str().unwrap());
                     if target.is_dir() {
                         let target = target.canonicalize().unwrap();

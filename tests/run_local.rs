@@ -403,7 +403,8 @@ fn a_host_killed_mid_run_loses_nothing() {
     )
     .unwrap();
     s.manifest("all.yaml", &one_rule_and_exporter("sink", "200ms"));
-    s.append("T1", 0..2000);
+    // Enough chunks that the kill lands in the middle of the run.
+    s.append("T1", 0..20_000);
     let mut host = Running(s.spawn());
     wait_until("some points", Duration::from_secs(20), || {
         !receiver.points().is_empty()
@@ -412,13 +413,13 @@ fn a_host_killed_mid_run_loses_nothing() {
     host.0.kill().unwrap();
     let _ = host.0.wait();
     let before = receiver.points().len();
-    assert!(before < 2000, "killed mid-run ({before} points)");
+    assert!(before < 20_000, "killed mid-run ({before} points)");
     ok(&s.run_once());
     let mut got = values(&receiver.points());
     got.dedup();
     assert_eq!(
         got,
-        (0..2000).collect::<Vec<_>>(),
+        (0..20_000).collect::<Vec<_>>(),
         "every row arrived at least once"
     );
 }

@@ -304,6 +304,11 @@ pub struct PartialProgress {
     pub end_offset: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_offset: Option<i64>,
+    /// ADX: chunks of the window delivered whole, and their chained digest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chunks_digest: String,
     pub requests: i64,
     pub output_key: String,
 }

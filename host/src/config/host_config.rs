@@ -58,6 +58,9 @@ struct RawConfig {
     tenancy: Option<TenancyConfig>,
     #[serde(default)]
     min_interval: Option<String>,
+    /// Jobs (rule × exporter runs) that run at once; more wait their turn.
+    #[serde(default)]
+    max_concurrent_jobs: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +138,18 @@ pub struct HostConfig {
     pub guest_limits: limits::Limits,
     pub max_rows_per_batch: usize,
     pub reload_interval: Duration,
+    /// Jobs that run at once (a few per core by default).
+    pub max_concurrent_jobs: usize,
+}
+
+/// Jobs per core that run at once by default: a job alternates between the
+/// guest (a core) and the network, so a few per core keep the cores busy
+/// without a blocking thread and a heap per exporter.
+pub const JOBS_PER_CORE: usize = 4;
+
+pub fn default_max_concurrent_jobs() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores * JOBS_PER_CORE
 }
 
 /// Where rows come from.
@@ -365,6 +380,11 @@ impl HostConfig {
             min_interval,
             cache_dir: raw.guests.cache_dir.map(|d| base.join(d)),
             guest_limits,
+            max_concurrent_jobs: match raw.max_concurrent_jobs {
+                Some(0) => return Err("maxConcurrentJobs: must be more than zero".to_string()),
+                Some(n) => n,
+                None => default_max_concurrent_jobs(),
+            },
             max_rows_per_batch: match raw.guests.max_rows_per_batch {
                 Some(0) => return Err("guests.maxRowsPerBatch: must be more than zero".to_string()),
                 Some(n) => n,

@@ -61,6 +61,9 @@ pub struct Delivered {
     /// with compression on, uncompressed for gRPC (tonic compresses inside
     /// its framing) and stdout.
     pub bytes: u64,
+    /// Requests left out because an earlier run had them accepted (at most
+    /// the `skip` asked for; less when the output has fewer requests).
+    pub skipped: usize,
 }
 
 impl Delivered {
@@ -259,7 +262,7 @@ pub struct ExportError {
     pub kind: ErrorKind,
     /// The 1-based number of the request of the output that failed; `None`
     /// when the exporter could not be built.
-    pub request: Option<usize>,
+    pub request: Option<u32>,
     /// Requests of the same output accepted before the failure.
     pub delivered: Delivered,
 }
@@ -408,7 +411,10 @@ impl Sink {
             Sink::RemoteWrite(r) => r.send_from(resource, output, skip).await,
             // One update, all or nothing: nothing to resume.
             Sink::Scrape(s) if skip == 0 => s.update(resource, output),
-            Sink::Scrape(_) => Ok(Delivered::default()),
+            Sink::Scrape(_) => Ok(Delivered {
+                skipped: 1,
+                ..Delivered::default()
+            }),
         }
     }
 }
@@ -461,7 +467,7 @@ where
     let fail = |kind, delivered: Delivered| ExportError {
         exporter: settings.name.clone(),
         kind,
-        request: Some(delivered.requests + 1),
+        request: u32::try_from(delivered.requests + 1).ok(),
         delivered,
     };
     let mut requests = Requests::new(resource, output, settings).map_err(|k| fail(k, delivered))?;
@@ -469,6 +475,7 @@ where
         if requests.next().map_err(|k| fail(k, delivered))?.is_none() {
             break;
         }
+        delivered.skipped += 1;
     }
     while let Some((points, encoded)) = requests.next().map_err(|k| fail(k, delivered))? {
         let body = if settings.gzip_body {

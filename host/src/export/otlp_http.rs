@@ -627,6 +627,7 @@ mod server_tests {
                 points: out.point_count(),
                 rejected_points: 0,
                 bytes: r.raw_len as u64,
+                skipped: 0,
             }
         );
         assert!(r.raw_len < r.body.len(), "gzip made it smaller");

@@ -65,6 +65,7 @@ impl StdoutSink {
         // what a guest's output expands to at once.
         let requests = split_by_size(output, resource, self.max_points, MAX_REQUEST_BYTES)
             .map_err(|e| ExportError::new(&self.name, ErrorKind::TooLarge { bytes: e.bytes }))?;
+        delivered.skipped = skip.min(requests.len());
         for slices in requests.into_iter().skip(skip) {
             let mut line = encode_json(resource, output, &slices).into_bytes();
             line.push(b'\n');
@@ -72,7 +73,7 @@ impl StdoutSink {
                 return Err(ExportError {
                     exporter: self.name.clone(),
                     kind: ErrorKind::Io(format!("stdout: {e}")),
-                    request: Some(delivered.requests + 1),
+                    request: u32::try_from(delivered.requests + 1).ok(),
                     delivered,
                 });
             }
@@ -127,7 +128,8 @@ mod tests {
                 requests: 3,
                 points: 8,
                 rejected_points: 0,
-                bytes: text.len() as u64
+                bytes: text.len() as u64,
+                skipped: 0,
             }
         );
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::leases::{Fence, Leases};
-use super::runner::{Runner, SHUTDOWN_GRACE, Task, apply_changes, futures_join};
+use super::leases::Leases;
+use super::runner::{Owner, Runner, SHUTDOWN_GRACE, Task, apply_changes, futures_join, spawn};
 use crate::config::HostConfig;
 use crate::discovery::kubernetes::KubeDiscovery;
 use crate::discovery::{ExportPlan, plan};
@@ -82,8 +82,11 @@ pub async fn run(
         }
         let plans = state.sync(&discovery, &config, &leases, &statuses).await;
         apply_changes(&mut tasks, plans, &HashSet::new(), |plan, previous| {
-            let fence = leases.fence(&plan.key);
-            spawn(&runner, &statuses, plan, previous, fence)
+            let owner = Owner::Lease {
+                fence: leases.fence(&plan.key),
+                statuses: statuses.clone(),
+            };
+            spawn(&runner, plan, previous, owner)
         });
         tokio::select! {
             _ = &mut shutdown => break,
@@ -171,47 +174,4 @@ impl ClusterState {
             .filter(|p| self.loaded.contains(&p.key))
             .collect()
     }
-}
-
-/// Runs one exporter on its interval while this replica holds its Lease;
-/// each run's outcome goes to the exporter's status.
-fn spawn(
-    runner: &Runner,
-    statuses: &Arc<StatusStore>,
-    plan: ExportPlan,
-    previous: Option<JoinHandle<()>>,
-    fence: Fence,
-) -> Task {
-    let (stop, mut stopped) = watch::channel(false);
-    let (runner, statuses, p) = (runner.clone(), statuses.clone(), plan.clone());
-    let handle = tokio::spawn(async move {
-        if let Some(previous) = previous {
-            let _ = previous.await;
-        }
-        let mut ticker = tokio::time::interval(p.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = stopped.changed() => {}
-                _ = fence.lost() => {}
-            }
-            if *stopped.borrow() || !fence.is_held() {
-                break;
-            }
-            // Losing the lease mid-run drops the run at its next await:
-            // the replica that takes over starts from the last progress
-            // written, and this one writes nothing more.
-            tokio::select! {
-                summary = runner.run_plan(&p) => {
-                    statuses.report_run(&p.key, p.generation, &summary).await;
-                }
-                _ = fence.lost() => {
-                    tracing::warn!(metrics_exporter = %p.key, "lease lost during a run; stopped it");
-                    break;
-                }
-            }
-        }
-    });
-    Task { plan, stop, handle }
 }

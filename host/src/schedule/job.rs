@@ -1,51 +1,45 @@
 //! One pass of one job: the new rows of one rule's table, through one
-//! MetricsExporter's guest, to one exporter. Progress is committed only after
-//! the exporter accepted the data; any failure leaves it where it was, so
-//! the rows go out on a later pass.
+//! MetricsExporter's guest, to one exporter, for local tables and ADX alike.
+//!
+//! The pass is a pipeline of three stages joined by channels of one chunk:
+//! the source reads and parses chunk N+1 while the guest transforms chunk N
+//! and chunk N−1 is encoded, sent and committed ([`super::stages`]). At most
+//! a few chunks are in flight per job, so memory does not grow with the
+//! backlog. Progress is committed strictly in order and only after the
+//! exporter accepted a chunk's output; when a later request of a chunk fails
+//! after earlier ones were accepted, that is recorded too, so the next pass
+//! sends only the rest.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sha2::{Digest, Sha256};
+
+use super::stages::{self, Transformed};
 use crate::config::host_config::SourceConfig;
 use crate::discovery::{ExportPlan, RuleTarget};
 use crate::error::{Classify, RetryClass};
-use crate::export::{ExportError, Sink};
+use crate::export::{Delivered, ExportError, Sink};
 use crate::schedule::runner::Shared;
-use crate::source::InputError;
-use crate::source::kusto::KustoError;
-use crate::source::local_table::{BadRow, read_chunk, table_path};
-use crate::state::{PartialChunk, Progress, StateError};
+use crate::source::chunk::{LocalSource, Source, SourceError};
+use crate::source::kusto::windows::{KustoSource, Target};
+use crate::source::local_table::BadRow;
+use crate::state::{Progress, StateError};
 use crate::telemetry::metrics::{
     ExporterLabels, FailureLabels, PointLabels, RuleLabels, SkipLabels,
 };
 use crate::transform::{Guest, TransformError};
-use crate::wit::{Batch, BatchContext, MetricData, Output, Requirements};
-use sha2::{Digest, Sha256};
+use crate::wit::{BatchContext, MetricData, Output, Requirements};
 
 /// The skip reason for rows that could not be read at all.
 pub const INVALID_ROW: &str = "invalid-row";
+/// The skip reason for a row on which the guest alone hits a limit.
+pub const GUEST_LIMIT: &str = "guest-limit";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("reading {table}: {source}")]
-    Source {
-        table: String,
-        #[source]
-        source: InputError,
-    },
-    /// Every ADX error names the exporter, the rule, the database and the
-    /// request id.
-    #[error("MetricsExporter {metrics_exporter}, rule {rule}: {source}")]
-    Kusto {
-        metrics_exporter: String,
-        rule: String,
-        #[source]
-        source: Box<KustoError>,
-    },
-    /// The table or the query result lacks what the transform needs.
-    #[error("{origin}: {message}")]
-    Columns { origin: String, message: String },
+    #[error(transparent)]
+    Source(Box<SourceError>),
     #[error(transparent)]
     Transform(#[from] TransformError),
     #[error(transparent)]
@@ -56,13 +50,21 @@ pub enum JobError {
     Internal(String),
 }
 
+impl From<SourceError> for JobError {
+    fn from(e: SourceError) -> Self {
+        JobError::Source(Box::new(e))
+    }
+}
+
 impl JobError {
     /// The status condition reason this failure is reported under.
     pub fn condition_reason(&self) -> &'static str {
         use crate::api::conditions::reason;
         match self {
-            JobError::Columns { .. } => reason::MISSING_COLUMNS,
-            JobError::Source { .. } | JobError::Kusto { .. } => reason::SOURCE_FAILED,
+            JobError::Source(e) if matches!(**e, SourceError::Columns { .. }) => {
+                reason::MISSING_COLUMNS
+            }
+            JobError::Source(_) => reason::SOURCE_FAILED,
             JobError::Transform(_) => reason::TRANSFORM_FAILED,
             JobError::Export(_) | JobError::State(_) | JobError::Internal(_) => {
                 reason::EXPORT_FAILED
@@ -72,9 +74,7 @@ impl JobError {
 
     pub fn reason(&self) -> &'static str {
         match self {
-            JobError::Source { .. } => "source",
-            JobError::Kusto { source, .. } => source.reason(),
-            JobError::Columns { .. } => "columns",
+            JobError::Source(e) => e.reason(),
             JobError::Transform(e) => e.reason(),
             JobError::Export(e) => e.reason(),
             JobError::State(_) => "state",
@@ -86,10 +86,7 @@ impl JobError {
 impl Classify for JobError {
     fn retry_class(&self) -> RetryClass {
         match self {
-            JobError::Source { source, .. } => source.retry_class(),
-            JobError::Kusto { source, .. } => source.retry_class(),
-            // The table may be fixed (a column added) without a restart.
-            JobError::Columns { .. } => RetryClass::Retryable,
+            JobError::Source(e) => e.retry_class(),
             JobError::Transform(e) => e.retry_class(),
             JobError::Export(e) => e.retry_class(),
             JobError::State(e) => e.retry_class(),
@@ -131,7 +128,7 @@ pub struct Job<'a> {
     pub sink: &'a Sink,
     pub guest: &'a Guest,
     /// What the guest's configuration needs from the table.
-    pub requirements: &'a Requirements,
+    pub requirements: &'a Arc<Requirements>,
     /// The progress key.
     pub key: String,
 }
@@ -160,69 +157,46 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// Runs the guest on one chunk's rows and delivers the output. When a
-    /// later request fails after earlier ones were accepted, records how many
-    /// were (see [`PartialChunk`]), so the next pass sends only the rest of
-    /// the same output. `chunk_end` and `rows_key` identify the chunk: the
-    /// end of its rows in the source, and what else tells its rows apart.
-    pub async fn transform_and_deliver(
-        &self,
-        from: Option<&Progress>,
-        batch: Batch,
-        chunk: (Option<u64>, u64),
-        rows_key: &str,
-        report: &mut JobReport,
-    ) -> Result<(), JobError> {
-        let (chunk_start, chunk_end) = chunk;
-        let rows = u64::from(batch.row_count);
-        report.rows_read += rows;
-        self.shared
-            .metrics
-            .rows_read
-            .get_or_create(&self.rule_labels())
-            .inc_by(rows);
-        if rows == 0 {
-            return Ok(());
+    /// The job's source, positioned at `from`.
+    fn source(&self, from: Progress) -> Result<Source, JobError> {
+        let shared = self.shared;
+        let max_rows = shared.config.max_rows_per_batch;
+        match &shared.config.source {
+            SourceConfig::Local { tables } => Ok(Source::Local(Box::new(LocalSource::new(
+                tables.clone(),
+                &self.rule.database,
+                &self.rule.table,
+                from,
+                max_rows,
+                self.context(),
+            )))),
+            SourceConfig::Kusto(_) => {
+                let Some(kusto) = shared.kusto.clone() else {
+                    return Err(JobError::Internal("no ADX client".into()));
+                };
+                let target = Target {
+                    metrics_exporter: self.plan.key.clone(),
+                    rule: self.rule.key.clone(),
+                    database: self.rule.database.clone(),
+                    table: self.rule.table.clone(),
+                    body: self.rule.body.clone(),
+                    interval: self.plan.interval,
+                    requirements: self.requirements.clone(),
+                    config_json: self.plan.transform.config_json.clone(),
+                    max_rows,
+                    context: self.context(),
+                };
+                Ok(Source::Kusto(Box::new(KustoSource::new(
+                    kusto,
+                    shared.metrics.clone(),
+                    target,
+                    from,
+                ))))
+            }
         }
-        let (g, config) = (self.guest.clone(), self.plan.transform.config_json.clone());
-        let output = tokio::task::spawn_blocking(move || g.transform(&config, &batch))
-            .await
-            .map_err(|e| JobError::Internal(e.to_string()))??;
-        for s in &output.skipped {
-            self.count_skips(output.skip_reason(s), s.count, report);
-        }
-        if output.point_count() == 0 {
-            return Ok(());
-        }
-        let output_key = output_key(
-            self.guest,
-            &self.plan.transform.config_json,
-            &self.sink.shape_key(),
-            rows_key,
-        );
-        let skip = from
-            .and_then(|p| p.partial.as_ref())
-            .filter(|p| p.end_offset == chunk_end && p.output_key == output_key)
-            .map_or(0, |p| p.requests);
-        let Err(e) = self.deliver(&output, skip, report).await else {
-            return Ok(());
-        };
-        if let JobError::Export(export) = &e
-            && export.delivered.requests > 0
-        {
-            let mut keep = from.cloned().unwrap_or_default();
-            keep.partial = Some(PartialChunk {
-                end_offset: chunk_end,
-                start_offset: chunk_start,
-                requests: skip + export.delivered.requests,
-                output_key,
-            });
-            self.shared.state.commit(&self.key, keep).await?;
-        }
-        Err(e)
     }
 
-    pub fn count_bad_rows(&self, origin: &str, bad_rows: &[BadRow], report: &mut JobReport) {
+    fn count_bad_rows(&self, origin: &str, bad_rows: &[BadRow], report: &mut JobReport) {
         for bad in bad_rows {
             tracing::warn!(metrics_exporter = %self.plan.key, rule = %self.rule.key, origin, row = bad.row, error = %bad.message, "row skipped");
         }
@@ -231,56 +205,70 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Sends the outputs of one chunk in order, leaving out the first
+    /// `skip` requests (accepted by an earlier run).
     async fn deliver(
         &self,
-        output: &Output,
-        skip: usize,
+        outputs: &[Output],
+        mut skip: usize,
         report: &mut JobReport,
-    ) -> Result<(), JobError> {
+    ) -> Result<Delivered, JobError> {
         let shared = self.shared;
-        let started = Instant::now();
-        // A scrape store keeps families per MetricsExporter, so it is told
-        // whose output this is.
-        let result = match self.sink.scrape_store() {
-            Some(store) if skip == 0 => store.update_for(&self.plan.key, &shared.resource, output),
-            _ => self.sink.send_from(&shared.resource, output, skip).await,
-        };
-        shared
-            .metrics
-            .export_latency
-            .get_or_create(&ExporterLabels {
-                exporter: self.sink_name.to_string(),
-            })
-            .observe(started.elapsed().as_secs_f64());
-        let delivered = match result {
-            Ok(d) => d,
-            Err(e) => {
-                self.count_points(e.delivered.points, e.delivered.rejected_points, report);
-                shared
-                    .metrics
-                    .export_failures
-                    .get_or_create(&FailureLabels {
-                        exporter: self.sink_name.to_string(),
-                        reason: e.reason().to_string(),
-                    })
-                    .inc();
-                return Err(e.into());
-            }
-        };
-        self.count_points(delivered.points, delivered.rejected_points, report);
-        if let Some(newest) = newest_point(output) {
-            report.newest_point = report.newest_point.max(Some(newest));
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO);
-            let lag = now.as_secs_f64() - Duration::from_nanos(newest).as_secs_f64();
+        let mut total = Delivered::default();
+        for output in outputs {
+            let started = Instant::now();
+            // A scrape store keeps families per MetricsExporter, so it is
+            // told whose output this is.
+            let result = match self.sink.scrape_store() {
+                Some(store) if skip == 0 => {
+                    store.update_for(&self.plan.key, &shared.resource, output)
+                }
+                _ => self.sink.send_from(&shared.resource, output, skip).await,
+            };
             shared
                 .metrics
-                .lag_seconds
-                .get_or_create(&self.rule_labels())
-                .set(lag);
+                .export_latency
+                .get_or_create(&ExporterLabels {
+                    exporter: self.sink_name.to_string(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+            let delivered = match result {
+                Ok(d) => d,
+                Err(mut e) => {
+                    self.count_points(e.delivered.points, e.delivered.rejected_points, report);
+                    shared
+                        .metrics
+                        .export_failures
+                        .get_or_create(&FailureLabels {
+                            exporter: self.sink_name.to_string(),
+                            reason: e.reason().to_string(),
+                        })
+                        .inc();
+                    // What the chunk had delivered before, for the resume.
+                    e.delivered.requests += total.requests + total.skipped;
+                    e.delivered.skipped = 0;
+                    return Err(e.into());
+                }
+            };
+            skip -= delivered.skipped.min(skip);
+            total.requests += delivered.requests;
+            total.skipped += delivered.skipped;
+            total.points += delivered.points;
+            self.count_points(delivered.points, delivered.rejected_points, report);
+            if let Some(newest) = newest_point(output) {
+                report.newest_point = report.newest_point.max(Some(newest));
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO);
+                let lag = now.as_secs_f64() - Duration::from_nanos(newest).as_secs_f64();
+                shared
+                    .metrics
+                    .lag_seconds
+                    .get_or_create(&self.rule_labels())
+                    .set(lag);
+            }
         }
-        Ok(())
+        Ok(total)
     }
 
     fn count_skips(&self, reason: &str, n: u64, report: &mut JobReport) {
@@ -300,90 +288,113 @@ impl<'a> Job<'a> {
         let sent = (points as u64).saturating_sub(rejected);
         report.points_sent += sent;
         report.points_rejected += rejected;
+        let labels = PointLabels {
+            metrics_exporter: self.plan.key.clone(),
+            rule: self.rule.key.clone(),
+            exporter: self.sink_name.to_string(),
+        };
         if rejected > 0 {
             self.shared
                 .metrics
                 .points_rejected
-                .get_or_create(&PointLabels {
-                    metrics_exporter: self.plan.key.clone(),
-                    rule: self.rule.key.clone(),
-                    exporter: self.sink_name.to_string(),
-                })
+                .get_or_create(&labels)
                 .inc_by(rejected);
         }
         self.shared
             .metrics
             .points_sent
-            .get_or_create(&PointLabels {
-                metrics_exporter: self.plan.key.clone(),
-                rule: self.rule.key.clone(),
-                exporter: self.sink_name.to_string(),
-            })
+            .get_or_create(&labels)
             .inc_by(sent);
     }
-}
 
-/// Runs one job until its source is caught up (in chunks of the configured
-/// row limit) or a step fails; `report` says what was done either way.
-pub async fn run_job(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> {
-    match &job.shared.config.source {
-        SourceConfig::Local { tables } => run_local(job, tables, report).await,
-        SourceConfig::Kusto(_) => super::kusto_job::run(job, report).await,
-    }
-}
-
-/// A local table, from the stored byte offset to its end.
-async fn run_local(job: &Job<'_>, tables: &Path, report: &mut JobReport) -> Result<(), JobError> {
-    let (shared, rule) = (job.shared, job.rule);
-    let table = format!("{}.{}", rule.database, rule.table);
-    let source_error = |source| JobError::Source {
-        table: table.clone(),
-        source,
-    };
-    let (path, format) = table_path(tables, &rule.database, &rule.table).map_err(source_error)?;
-    loop {
-        let from = shared.state.get(&job.key);
-        let context = job.context();
-        let max_rows = shared.config.max_rows_per_batch;
-        let (path2, from2) = (path.clone(), from.clone());
-        let chunk = tokio::task::spawn_blocking(move || {
-            read_chunk(&path2, format, from2.as_ref(), max_rows, context)
-        })
-        .await
-        .map_err(|e| JobError::Internal(e.to_string()))?
-        .map_err(source_error)?;
-        job.count_bad_rows(&path.display().to_string(), &chunk.bad_rows, report);
-        // Offsets alone tell a local chunk apart: the file is append-only.
-        job.transform_and_deliver(
-            from.as_ref(),
-            chunk.batch,
-            (None, chunk.next.offset),
-            "",
-            report,
-        )
-        .await?;
-        if from.as_ref() != Some(&chunk.next) {
-            shared.state.commit(&job.key, chunk.next).await?;
-        }
-        shared
+    /// Counts what one transformed chunk skipped and read.
+    fn count_chunk(&self, t: &Transformed, report: &mut JobReport) {
+        let rows = u64::from(t.rows);
+        report.rows_read += rows;
+        self.shared
             .metrics
-            .pending_bytes
-            .get_or_create(&job.rule_labels())
-            .set(chunk.pending_bytes as i64);
-        if !chunk.more {
-            return Ok(());
+            .rows_read
+            .get_or_create(&self.rule_labels())
+            .inc_by(rows);
+        self.count_bad_rows(&t.origin, &t.bad_rows, report);
+        for output in &t.outputs {
+            for s in &output.skipped {
+                self.count_skips(output.skip_reason(s), s.count, report);
+            }
+        }
+        for (row, error) in &t.poisoned {
+            tracing::warn!(metrics_exporter = %self.plan.key, rule = %self.rule.key, origin = %t.origin, row, error = %error, "row skipped: the guest hits a limit on it alone");
+        }
+        if !t.poisoned.is_empty() {
+            self.count_skips(GUEST_LIMIT, t.poisoned.len() as u64, report);
+        }
+        if let Some(pending) = t.pending_bytes {
+            self.shared
+                .metrics
+                .pending_bytes
+                .get_or_create(&self.rule_labels())
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
         }
     }
 }
 
-/// What identifies a chunk's output besides its rows: the guest is
-/// deterministic, so the same rows, guest and configuration give the same
-/// requests.
+/// Runs one job until its source is caught up (chunk by chunk) or a step
+/// fails; `report` says what was done either way.
+pub async fn run_job(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> {
+    let state = &job.shared.state;
+    let mut committed = state.get(&job.key).unwrap_or_default();
+    let source = job.source(committed.clone())?;
+    let mut chunks = stages::start(
+        source,
+        job.guest.clone(),
+        job.plan.transform.config_json.clone(),
+    );
+    let shape = job.sink.shape_key();
+    while let Some(transformed) = chunks.next().await {
+        let t = transformed?;
+        job.count_chunk(&t, report);
+        if t.outputs.iter().any(|o| o.point_count() > 0) {
+            let key = output_key(
+                job.guest,
+                &job.plan.transform.config_json,
+                &shape,
+                &t.rows_key,
+                &t.split,
+            );
+            let skip = committed
+                .partial
+                .as_ref()
+                .filter(|p| t.at.is(p) && p.output_key == key)
+                .map_or(0, |p| p.requests);
+            if let Err(e) = job.deliver(&t.outputs, skip, report).await {
+                if let JobError::Export(export) = &e
+                    && export.delivered.requests > skip
+                {
+                    let mut keep = committed.clone();
+                    keep.partial = Some(t.at.partial(export.delivered.requests, key));
+                    state.commit(&job.key, keep).await?;
+                }
+                return Err(e);
+            }
+        }
+        state.commit(&job.key, t.next.clone()).await?;
+        committed = t.next;
+    }
+    Ok(())
+}
+
 /// What decides the requests a chunk becomes: the guest, its
-/// configuration, how the exporter cuts requests, and the rows.
-fn output_key(guest: &Guest, config: &str, shape: &str, rows_key: &str) -> String {
+/// configuration, how the exporter cuts requests, the rows, and how the
+/// chunk was split when the guest hit a limit on it whole.
+fn output_key(guest: &Guest, config: &str, shape: &str, rows_key: &str, split: &str) -> String {
     let mut hasher = Sha256::new();
-    for part in [guest.provenance().digest.as_str(), config, shape, rows_key] {
+    for part in [
+        guest.provenance().digest.as_str(),
+        config,
+        shape,
+        rows_key,
+        split,
+    ] {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }

@@ -1,6 +1,7 @@
 //! When things run. [`job`] is one pass of one (MetricsExporter, rule,
-//! exporter): read new rows → transform → deliver → commit progress.
-//! [`kusto_job`] is the same pass against ADX, window by window.
+//! exporter), for local tables and ADX alike: read chunks → transform →
+//! deliver → commit progress, as a pipeline whose first stages are
+//! [`stages`].
 //! [`runner`] runs every job of a MetricsExporter on its interval, picks up
 //! manifest changes while running, and does single passes for `--once`.
 //! In Kubernetes, [`cluster`] runs the exporters whose [`leases`] this
@@ -9,8 +10,8 @@
 pub mod cluster;
 pub mod guests;
 pub mod job;
-pub mod kusto_job;
 pub mod leases;
 pub mod runner;
+pub mod stages;
 
 pub use runner::{Runner, run};

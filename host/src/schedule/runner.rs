@@ -10,10 +10,11 @@ use tokio::task::JoinHandle;
 
 use super::guests::GuestCache;
 use super::job::{Job, JobReport, run_job};
-use super::kusto_job::KustoRuntime;
+use super::leases::Fence;
 use crate::config::HostConfig;
 use crate::discovery::{Catalog, ExportPlan, ManifestFolder, plan};
 use crate::export::{Resource, Sink};
+use crate::source::kusto::windows::KustoRuntime;
 use crate::source::kusto::{KustoClient, auth};
 use crate::state::file::FileStore;
 use crate::state::status::{RunSummary, StatusStore};
@@ -21,9 +22,10 @@ use crate::state::{ProgressStore, job_key};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::RunLabels;
 use crate::telemetry::server::Health;
-use crate::transform::Runtime;
 use crate::transform::modules::oci::Registries;
 use crate::transform::modules::store::BlobStore;
+use crate::transform::{Guest, Runtime, TransformError};
+use crate::wit::Requirements;
 
 /// How long a stopping host waits for runs in progress.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -39,8 +41,18 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub resource: Resource,
     /// Set when the source is ADX.
-    pub kusto: Option<KustoRuntime>,
+    pub kusto: Option<Arc<KustoRuntime>>,
+    /// Turns for jobs: at most `maxConcurrentJobs` run at once, the others
+    /// wait in the order they asked (tokio's semaphore is fair).
+    pub jobs: Arc<tokio::sync::Semaphore>,
+    /// What each (guest, configuration) needs from a table: `validate` runs
+    /// once per pair, not once per run.
+    requirements: std::sync::Mutex<HashMap<(String, String), Arc<Requirements>>>,
 }
+
+/// Pairs of guest and configuration whose requirements are remembered; the
+/// memory is cleared when more are seen (configurations changed often).
+const MAX_REMEMBERED_REQUIREMENTS: usize = 100_000;
 
 #[derive(Clone)]
 pub struct Runner {
@@ -88,9 +100,10 @@ impl Runner {
                     .map_err(|e| anyhow::anyhow!("{}: source.kusto: {e}", config.path.display()))?;
                 tracing::info!(identity = %identity.description, databases = k.endpoints.len(), "reading Azure Data Explorer");
                 let client = KustoClient::new(k, identity).map_err(anyhow::Error::msg)?;
-                Some(KustoRuntime::new(client, k.clone()))
+                Some(Arc::new(KustoRuntime::new(client, k.clone())))
             }
         };
+        let max_jobs = config.max_concurrent_jobs;
         Ok(Runner {
             shared: Arc::new(Shared {
                 config,
@@ -100,6 +113,8 @@ impl Runner {
                 metrics,
                 resource: Resource::default_host(),
                 kusto,
+                jobs: Arc::new(tokio::sync::Semaphore::new(max_jobs)),
+                requirements: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -183,13 +198,11 @@ impl Runner {
             .problem
             .as_ref()
             .map(|e| (e.reason.as_str(), e.to_string()));
-        let g = resolved.guest.clone();
-        let guest = tokio::task::spawn_blocking(move || {
-            let requirements = g.validate(&config).map_err(|e| e.to_string())?;
-            Ok::<_, String>((g, Arc::new(requirements)))
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        let guest = self
+            .requirements(&resolved.guest, &config)
+            .await
+            .map(|r| (resolved.guest.clone(), r))
+            .map_err(|e| e.to_string());
         let (guest, requirements) = match guest {
             Ok(g) => g,
             Err(e) => {
@@ -219,6 +232,8 @@ impl Runner {
                     requirements.clone(),
                 );
                 jobs.spawn(async move {
+                    // The semaphore is never closed.
+                    let _turn = shared.jobs.clone().acquire_owned().await.ok();
                     let t = Instant::now();
                     let mut report = JobReport::default();
                     let job = Job {
@@ -259,6 +274,32 @@ impl Runner {
         summary
     }
 
+    /// The guest's requirements for `config`, from `validate` the first time.
+    async fn requirements(
+        &self,
+        guest: &Guest,
+        config: &str,
+    ) -> Result<Arc<Requirements>, TransformError> {
+        let key = (guest.provenance().digest.clone(), config.to_string());
+        if let Some(r) = lock(&self.shared.requirements).get(&key) {
+            return Ok(r.clone());
+        }
+        let (g, c) = (guest.clone(), config.to_string());
+        let requirements = tokio::task::spawn_blocking(move || g.validate(&c))
+            .await
+            .map_err(|e| TransformError::Instantiate {
+                guest: guest.name().to_string(),
+                reason: e.to_string(),
+            })??;
+        let requirements = Arc::new(requirements);
+        let mut remembered = lock(&self.shared.requirements);
+        if remembered.len() >= MAX_REMEMBERED_REQUIREMENTS {
+            remembered.clear();
+        }
+        remembered.insert(key, requirements.clone());
+        Ok(requirements)
+    }
+
     fn count_run(&self, plan: &ExportPlan, result: &str) {
         self.shared
             .metrics
@@ -269,6 +310,10 @@ impl Runner {
             })
             .inc();
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn log_job(
@@ -396,7 +441,7 @@ pub async fn run(
                     tracing::error!(error = %e, "manifest problem; the last good version keeps running where there is one");
                 }
                 apply_changes(&mut tasks, plans, &failed, |plan, previous| {
-                    spawn(&runner, plan, previous)
+                    spawn(&runner, plan, previous, Owner::Local)
                 });
             }
             Err(e) => {
@@ -432,7 +477,7 @@ impl Task {
 
 fn apply(runner: &Runner, tasks: &mut HashMap<String, Task>, plans: Vec<ExportPlan>) {
     apply_changes(tasks, plans, &HashSet::new(), |plan, previous| {
-        spawn(runner, plan, previous)
+        spawn(runner, plan, previous, Owner::Local)
     });
 }
 
@@ -474,7 +519,41 @@ pub(crate) fn apply_changes(
     }
 }
 
-fn spawn(runner: &Runner, plan: ExportPlan, previous: Option<JoinHandle<()>>) -> Task {
+/// Who runs an exporter: this host alone (local mode), or the replica that
+/// holds its Lease, which reports each run in the exporter's status.
+pub(crate) enum Owner {
+    Local,
+    Lease {
+        fence: Fence,
+        statuses: Arc<StatusStore>,
+    },
+}
+
+impl Owner {
+    fn held(&self) -> bool {
+        match self {
+            Owner::Local => true,
+            Owner::Lease { fence, .. } => fence.is_held(),
+        }
+    }
+
+    /// Resolves when the exporter is no longer this host's to run.
+    async fn lost(&self) {
+        match self {
+            Owner::Local => std::future::pending().await,
+            Owner::Lease { fence, .. } => fence.lost().await,
+        }
+    }
+}
+
+/// Runs one exporter on its interval while this host owns it: the one run
+/// loop of both modes.
+pub(crate) fn spawn(
+    runner: &Runner,
+    plan: ExportPlan,
+    previous: Option<JoinHandle<()>>,
+    owner: Owner,
+) -> Task {
     let (stop, mut stopped) = watch::channel(false);
     let runner = runner.clone();
     let p = plan.clone();
@@ -488,11 +567,25 @@ fn spawn(runner: &Runner, plan: ExportPlan, previous: Option<JoinHandle<()>>) ->
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stopped.changed() => {}
+                _ = owner.lost() => {}
             }
-            if *stopped.borrow() {
+            if *stopped.borrow() || !owner.held() {
                 break;
             }
-            runner.run_plan(&p).await;
+            // Losing the lease mid-run drops the run at its next await:
+            // the replica that takes over starts from the last progress
+            // written, and this one writes nothing more.
+            tokio::select! {
+                summary = runner.run_plan(&p) => {
+                    if let Owner::Lease { statuses, .. } = &owner {
+                        statuses.report_run(&p.key, p.generation, &summary).await;
+                    }
+                }
+                _ = owner.lost() => {
+                    tracing::warn!(metrics_exporter = %p.key, "lease lost during a run; stopped it");
+                    break;
+                }
+            }
         }
     });
     Task { plan, stop, handle }

@@ -316,6 +316,77 @@ impl BatchBuilder {
     }
 }
 
+/// Rows `rows` of `batch` as a batch of their own (a chunk cut in two when
+/// a guest fails on it for a limit). Dictionary columns keep their
+/// dictionary; validity bits are recomputed.
+pub fn slice(batch: &Batch, rows: std::ops::Range<usize>) -> Batch {
+    let n = batch.row_count as usize;
+    let rows = rows.start.min(n)..rows.end.min(n);
+    let len = rows.len();
+    let columns = batch
+        .columns
+        .iter()
+        .map(|c| {
+            let validity = if c.validity.is_empty() {
+                Vec::new()
+            } else {
+                let mut bits = vec![0u8; len.div_ceil(8)];
+                for (i, r) in rows.clone().enumerate() {
+                    if c.is_valid(r) {
+                        bits[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                bits
+            };
+            let values = match &c.values {
+                ColumnValues::Booleans(v) => ColumnValues::Booleans(part(v, &rows)),
+                ColumnValues::Longs(v) => ColumnValues::Longs(part(v, &rows)),
+                ColumnValues::Ticks(v) => ColumnValues::Ticks(part(v, &rows)),
+                ColumnValues::Reals(v) => ColumnValues::Reals(part(v, &rows)),
+                ColumnValues::Text(t) => {
+                    let start = t.offsets.get(rows.start).copied().unwrap_or(0);
+                    let end = t.offsets.get(rows.end).copied().unwrap_or(start);
+                    ColumnValues::Text(TextArena {
+                        data: t
+                            .data
+                            .get(start as usize..end as usize)
+                            .unwrap_or_default()
+                            .to_string(),
+                        offsets: t
+                            .offsets
+                            .get(rows.start..=rows.end)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|o| o - start)
+                            .collect(),
+                    })
+                }
+                ColumnValues::Dictionary(d) => {
+                    ColumnValues::Dictionary(crate::wit::TextDictionary {
+                        values: d.values.clone(),
+                        indices: part(&d.indices, &rows),
+                    })
+                }
+            };
+            Column {
+                name: c.name.clone(),
+                kusto_type: c.kusto_type,
+                validity,
+                values,
+            }
+        })
+        .collect();
+    Batch {
+        context: batch.context.clone(),
+        row_count: len as u32,
+        columns,
+    }
+}
+
+fn part<T: Clone>(v: &[T], rows: &std::ops::Range<usize>) -> Vec<T> {
+    v.get(rows.clone()).unwrap_or_default().to_vec()
+}
+
 /// A context for data that does not come from a SummaryRule (samples).
 pub fn sample_context(table: &str) -> BatchContext {
     BatchContext {
@@ -487,6 +558,26 @@ fn canonical_dictionary(
 #[cfg(test)]
 mod sort_tests {
     use super::*;
+
+    #[test]
+    fn slices_hold_exactly_their_rows() {
+        let text = "n:long,s:string,g:guid\n1,a,x\n,b,y\n3,a,\n4,c,z\n";
+        let b =
+            crate::source::csv_table::read("a.csv", text.as_bytes(), sample_context("t")).unwrap();
+        let s = slice(&b, 1..3);
+        assert_eq!(s.row_count, 2);
+        assert!(!s.columns[0].is_valid(0) && s.columns[0].is_valid(1));
+        assert_eq!(s.columns[0].values, ColumnValues::Longs(vec![0, 3]));
+        assert_eq!(s.columns[1].text_at(0), Some("b"));
+        assert_eq!(s.columns[1].text_at(1), Some("a"));
+        assert_eq!(s.columns[2].text_at(0), Some("y"));
+        assert!(!s.columns[2].is_valid(1));
+        let whole: u32 = [slice(&b, 0..1), slice(&b, 1..4)]
+            .iter()
+            .map(|p| p.row_count)
+            .sum();
+        assert_eq!(whole, 4);
+    }
 
     #[test]
     fn the_same_rows_in_another_order_sort_the_same() {

@@ -1,5 +1,7 @@
 //! Where rows come from, and the column-by-column batch they become.
 //!
+//! - [`chunk`]: what every source yields to the job loop: chunks of rows
+//!   with the progress to commit after them.
 //! - [`batch`]: builds a [`crate::wit::Batch`] from values arriving row by row.
 //! - [`values`]: Kusto scalars spelled as text (datetime, timespan, ...).
 //! - [`kusto`]: Azure Data Explorer: the REST client, auth, query windows.
@@ -8,6 +10,7 @@
 //!   and v1 responses, typed CSV, JSON Lines.
 
 pub mod batch;
+pub mod chunk;
 mod csv_table;
 pub mod dictionary;
 pub mod error;

@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::{PartialChunk, Progress, StateError, split_job_key};
+use super::{Progress, StateError, split_job_key, wire};
 use crate::api::conditions::{
     self, DEGRADED, EXPORTING, MODULE_READY, READY, RULES_DISCOVERED, reason,
 };
@@ -68,36 +68,43 @@ pub struct StatusStore {
 }
 
 fn to_progress(r: &RuleProgress) -> Progress {
-    Progress {
+    wire::Progress {
         offset: r.offset.max(0) as u64,
         rows: r.rows.max(0) as u64,
         fingerprint: r.fingerprint.clone(),
         window_end: r.window_end.clone(),
         updated: r.updated.clone(),
-        partial: r.partial.as_ref().map(|p| PartialChunk {
+        partial: r.partial.as_ref().map(|p| wire::Partial {
             end_offset: p.end_offset.max(0) as u64,
             start_offset: p.start_offset.map(|s| s.max(0) as u64),
+            chunks: u32::try_from(p.chunks.max(0)).unwrap_or(u32::MAX),
+            chunks_digest: p.chunks_digest.clone(),
             requests: p.requests.max(0) as usize,
             output_key: p.output_key.clone(),
         }),
     }
+    .into()
 }
 
 fn to_rule_progress(rule: &str, exporter: &str, p: &Progress) -> RuleProgress {
+    let w = wire::Progress::from(p.clone());
+    let long = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     RuleProgress {
         rule: rule.to_string(),
         exporter: exporter.to_string(),
-        window_end: p.window_end.clone(),
-        offset: i64::try_from(p.offset).unwrap_or(i64::MAX),
-        rows: i64::try_from(p.rows).unwrap_or(i64::MAX),
-        fingerprint: p.fingerprint.clone(),
-        partial: p.partial.as_ref().map(|c| PartialProgress {
-            end_offset: i64::try_from(c.end_offset).unwrap_or(i64::MAX),
-            start_offset: c.start_offset.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
-            requests: i64::try_from(c.requests).unwrap_or(i64::MAX),
-            output_key: c.output_key.clone(),
+        window_end: w.window_end,
+        offset: long(w.offset),
+        rows: long(w.rows),
+        fingerprint: w.fingerprint,
+        partial: w.partial.map(|c| PartialProgress {
+            end_offset: long(c.end_offset),
+            start_offset: c.start_offset.map(long),
+            chunks: i64::from(c.chunks),
+            chunks_digest: c.chunks_digest,
+            requests: long(c.requests as u64),
+            output_key: c.output_key,
         }),
-        updated: p.updated.clone(),
+        updated: w.updated,
     }
 }
 
@@ -230,8 +237,12 @@ impl StatusStore {
         self.lock().get(me)?.progress.get(job_key).cloned()
     }
 
-    /// Records progress and writes it to the status before returning.
+    /// Records progress and writes it to the status before returning;
+    /// nothing is written when the job has not moved.
     pub async fn commit(&self, job_key: &str, mut progress: Progress) -> Result<(), StateError> {
+        if self.get(job_key).as_ref() == Some(&progress) {
+            return Ok(());
+        }
         progress.updated = now_rfc3339();
         let Some((me, _, _)) = split_job_key(job_key) else {
             return Err(StateError::Io {
@@ -493,22 +504,36 @@ mod tests {
 
     #[test]
     fn progress_round_trips_through_status() {
-        let p = Progress {
-            offset: 42,
-            rows: 3,
-            fingerprint: "f".into(),
-            window_end: Some("2025-06-25T10:00:00.0000000Z".into()),
-            updated: "2025-06-25T10:00:01Z".into(),
-            partial: Some(PartialChunk {
-                end_offset: 50,
-                start_offset: Some(7),
-                requests: 2,
-                output_key: "k".into(),
+        use crate::state::{Cursor, FilePosition, PartialChunk};
+        let partial = Some(PartialChunk {
+            end_offset: 50,
+            start_offset: Some(7),
+            chunks: 3,
+            chunks_digest: "d".into(),
+            requests: 2,
+            output_key: "k".into(),
+        });
+        for cursor in [
+            Cursor::File(FilePosition {
+                offset: 42,
+                rows: 3,
+                fingerprint: "f".into(),
             }),
-        };
-        let r = to_rule_progress("ns/r", "sink", &p);
-        assert_eq!((r.rule.as_str(), r.exporter.as_str()), ("ns/r", "sink"));
-        assert_eq!(to_progress(&r), p);
+            Cursor::Window {
+                end: 17_508_456_000_000_000,
+            },
+            Cursor::Start,
+        ] {
+            let p = Progress {
+                cursor,
+                partial: partial.clone(),
+                updated: "2025-06-25T10:00:01Z".into(),
+            };
+            let r = to_rule_progress("ns/r", "sink", &p);
+            assert_eq!((r.rule.as_str(), r.exporter.as_str()), ("ns/r", "sink"));
+            assert_eq!(to_progress(&r), p);
+            assert_eq!(to_progress(&r).updated, p.updated);
+        }
         assert_eq!(
             truncate(&"é".repeat(600)).chars().count(),
             MAX_ERROR_CHARS + 1

@@ -207,7 +207,10 @@ impl RemoteWrite {
             tracing::warn!(exporter = %self.name, reason, points = count, "points Prometheus cannot take were left out (delta temporality)");
         }
         let requests = requests(&converted, self.max_samples);
-        let mut delivered = Delivered::default();
+        let mut delivered = Delivered {
+            skipped: skip.min(requests.len()),
+            ..Delivered::default()
+        };
         for (i, (samples, request)) in requests.into_iter().enumerate().skip(skip) {
             let mut size = 0usize;
             match self.send_salvaging(request, &mut size).await {
@@ -221,7 +224,7 @@ impl RemoteWrite {
                     return Err(ExportError {
                         exporter: self.name.clone(),
                         kind,
-                        request: Some(i + 1),
+                        request: u32::try_from(i + 1).ok(),
                         delivered,
                     });
                 }

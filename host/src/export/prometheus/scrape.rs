@@ -251,6 +251,7 @@ impl ScrapeStore {
             points,
             rejected_points: 0,
             bytes: 0,
+            skipped: 0,
         })
     }
 

@@ -8,6 +8,7 @@
 //! - [`kql`]: the query text; names quoted, values as declared parameters.
 //! - [`kql_scope`]: what a MetricsExporter's own KQL may reach (tenancy).
 //! - [`window`]: which rows the next query reads.
+//! - [`windows`]: a table or a body read window by window, as chunks.
 //! - [`table`]: column and ingestion-time checks before the first read.
 //!
 //! Responses are parsed by [`super::kusto_v2`].
@@ -21,6 +22,7 @@ pub mod kql_scope;
 pub mod table;
 mod transport;
 pub mod window;
+pub mod windows;
 
 pub use client::{KustoClient, Query};
 pub use config::KustoConfig;
