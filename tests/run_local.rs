@@ -735,3 +735,73 @@ fn tenancy_decides_which_table_folders_a_namespace_reads() {
         "team B's rows never went out"
     );
 }
+
+/// One row the guest cannot handle among 100,000: the chunk is cut down
+/// to that row, which is skipped and counted; every other row arrives.
+#[test]
+fn a_poison_row_is_skipped_and_counted_while_the_rest_arrive() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    let module = common::guest_path("test-guest-hostile");
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\napiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {{name: e1, namespace: ns}}\nspec:\n  summaryRuleSelector: {{matchLabels: {{team: a}}}}\n  exporters: [sink]\n  interval: 1m\n  transform:\n    behaviour: \"poison:4242\"\n    module: {{file: {}}}\n",
+            rule("r1", "ns", "a", "T1"),
+            module.display()
+        ),
+    );
+    s.append("T1", 0..100_000);
+    let out = s.run_once();
+    let log = String::from_utf8_lossy(&out.stderr);
+    ok(&out);
+    assert!(
+        log.contains("the guest hits a limit on it alone") && log.contains("guest-limit=1"),
+        "{}",
+        &log[..log.len().min(4000)]
+    );
+    let got = values(&receiver.points());
+    assert_eq!(got.len(), 99_999, "every row but the poison one");
+    assert!(!got.contains(&4242));
+    assert_eq!(got[..3], [0, 1, 2]);
+}
+
+/// A pass that finds nothing new writes nothing: no sync, no change to
+/// the progress files.
+#[test]
+fn an_idle_pass_does_not_rewrite_the_state() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    s.manifest("all.yaml", &one_rule_and_exporter("sink", "1m"));
+    s.append("T1", 0..10);
+    ok(&s.run_once());
+    let files = |s: &Setup| -> Vec<(String, u64, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(s.path("state"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    m.len(),
+                    m.modified().unwrap(),
+                )
+            })
+            .filter(|(name, _, _)| name.starts_with("progress"))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&s);
+    assert!(!before.is_empty(), "the first pass wrote progress");
+    std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..3 {
+        ok(&s.run_once());
+    }
+    assert_eq!(files(&s), before, "idle passes left the state as it was");
+    assert_eq!(values(&receiver.points()), (0..10).collect::<Vec<_>>());
+    // New rows do move it.
+    s.append("T1", 10..12);
+    ok(&s.run_once());
+    assert_ne!(files(&s), before);
+}

@@ -42,11 +42,23 @@ use crate::wit::Output;
 /// (uncompressed, as the receiver counts it) must fit in it.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
-/// Gzip level 1. At the default level 6, compression alone caps the pipeline
-/// at 1.1M points/s with the zlib-rs backend (0.3M with miniz_oxide); level 1
-/// runs at 6.1M points/s (shared/spec/measurements.md), and OTLP bodies still
-/// shrink about 6×, so the bytes saved by level 6 do not pay for the time.
+/// Gzip level 1, the default of `compressionLevel`. At level 6, compression
+/// alone caps the pipeline at 1.1M points/s with the zlib-rs backend (0.3M
+/// with miniz_oxide); level 1 runs at 6.1M points/s
+/// (shared/spec/measurements.md), and OTLP bodies still shrink about 6×, so
+/// the bytes saved by level 6 do not pay for the time.
 pub const GZIP_LEVEL: flate2::Compression = flate2::Compression::fast();
+
+/// Runs CPU-bound work (encoding, compression) without holding up the
+/// other tasks of a multi-threaded runtime: the worker hands its tasks to
+/// another thread while this one computes.
+pub(crate) fn cpu_bound<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
 
 /// What an output's requests achieved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -442,8 +454,9 @@ pub(crate) enum Encoding {
 pub(crate) struct Settings {
     pub name: String,
     pub encoding: Encoding,
-    /// Whether bodies are gzipped here; gRPC compresses in its own framing.
-    pub gzip_body: bool,
+    /// The gzip level of bodies gzipped here; `None` for none (gRPC
+    /// compresses inside its own framing).
+    pub gzip_body: Option<flate2::Compression>,
     pub max_points: usize,
     pub max_bytes: usize,
     pub timeout: Duration,
@@ -477,11 +490,21 @@ where
         }
         delivered.skipped += 1;
     }
-    while let Some((points, encoded)) = requests.next().map_err(|k| fail(k, delivered))? {
-        let body = if settings.gzip_body {
-            gzip(encoded).map_err(|e| fail(ErrorKind::Io(format!("gzip: {e}")), delivered))?
-        } else {
-            Bytes::copy_from_slice(encoded)
+    loop {
+        let next = cpu_bound(|| {
+            let Some((points, encoded)) = requests.next()? else {
+                return Ok(None);
+            };
+            let body = match settings.gzip_body {
+                Some(level) => {
+                    gzip(encoded, level).map_err(|e| ErrorKind::Io(format!("gzip: {e}")))?
+                }
+                None => Bytes::copy_from_slice(encoded),
+            };
+            Ok(Some((points, body)))
+        });
+        let Some((points, body)) = next.map_err(|k| fail(k, delivered))? else {
+            break;
         };
         let size = body.len();
         let result = retry::retry(&settings.retry, settings.timeout, &settings.name, |_| {
@@ -514,9 +537,9 @@ where
     Ok(delivered)
 }
 
-fn gzip(data: &[u8]) -> std::io::Result<Bytes> {
+fn gzip(data: &[u8], level: flate2::Compression) -> std::io::Result<Bytes> {
     // OTLP shrinks about 6× at level 1: a quarter is room enough to rarely grow.
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), GZIP_LEVEL);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), level);
     encoder.write_all(data)?;
     Ok(Bytes::from(encoder.finish()?))
 }
@@ -644,7 +667,7 @@ mod tests {
         Settings {
             name: "t".into(),
             encoding: Encoding::Protobuf,
-            gzip_body: false,
+            gzip_body: None,
             max_points,
             max_bytes,
             timeout: Duration::from_secs(5),
@@ -879,7 +902,7 @@ mod tests {
     #[test]
     fn gzip_round_trips() {
         let data = b"abc".repeat(1000);
-        let body = gzip(&data).expect("gzip");
+        let body = gzip(&data, GZIP_LEVEL).expect("gzip");
         assert!(body.len() < data.len());
         let mut plain = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)

@@ -368,6 +368,7 @@ pub(crate) mod testing {
             protocol,
             headers: BTreeMap::new(),
             compression: Compression::Gzip,
+            compression_level: crate::export::config::DEFAULT_COMPRESSION_LEVEL,
             timeout: Duration::from_secs(5),
             retry: RetryConfig {
                 enabled: true,

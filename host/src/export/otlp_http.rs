@@ -54,7 +54,7 @@ impl OtlpHttp {
             settings: Settings {
                 name: name.to_string(),
                 encoding,
-                gzip_body: gzip,
+                gzip_body: gzip.then(|| flate2::Compression::new(config.compression_level)),
                 max_points: config.max_points_per_request,
                 max_bytes: MAX_REQUEST_BYTES,
                 timeout: config.timeout,

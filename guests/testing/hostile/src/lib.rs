@@ -233,6 +233,32 @@ impl kusto_metrics_guest::Guest for Hostile {
                     .collect();
                 Ok(out)
             }
+            // Hits the memory limit when column `v` holds the poison value,
+            // and otherwise gives one point per row carrying `v`.
+            "poison" => {
+                let poison = arg(&args, 0, 0) as i64;
+                let values = batch
+                    .columns
+                    .iter()
+                    .find(|c| c.name == "v")
+                    .and_then(|c| match &c.values {
+                        kusto_metrics_guest::ColumnValues::Longs(v) => Some(v.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                if values.contains(&poison) {
+                    let mut chunks: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        chunks.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                    }
+                }
+                let n = values.len();
+                let mut metric = gauge("v".into(), n, 0);
+                if let MetricData::Gauge(p) = &mut metric.data {
+                    p.values = NumberValues::Ints(values);
+                }
+                Ok(output(vec![metric], 1))
+            }
             _ => Ok(output(vec![gauge("ok".into(), rows, 0)], 1)),
         }
     }

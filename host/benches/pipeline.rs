@@ -1,0 +1,353 @@
+//! The whole path through the real binary: `kusto-metrics run --once` on a
+//! 1 M-row local table (name, value, timestamp, three string labels of ~50
+//! values each), OTLP/HTTP protobuf with gzip to a receiver in this process
+//! that reads and discards. Prints rows/s, CPU seconds and peak RSS of the
+//! binary, and, measured in the same run, the native limit: the same table
+//! through the same reader, the default mapping linked natively and the
+//! same encoder and gzip, on one thread.
+//!
+//! `cargo bench -p kusto-metrics --bench pipeline` (`PIPELINE_ROWS` sets the
+//! row count, `PIPELINE_RUNS` the runs of each).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kusto_metrics::export::Resource;
+use kusto_metrics::export::deliver::{GZIP_LEVEL, MAX_REQUEST_BYTES};
+use kusto_metrics::export::otlp_proto::Encoder;
+use kusto_metrics::export::split::split_by_size;
+use kusto_metrics::source::batch::sample_context;
+use kusto_metrics::source::input::InputFormat;
+use kusto_metrics::source::local_table::LocalTable;
+use kusto_metrics::wit;
+use kusto_metrics_guest as g;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CONFIG: &str = r#"{"metricNameColumn":"metric_name","valueColumn":"metric_value","timestampColumn":"timestamp","labelColumns":["ServiceName","Region","Environment"]}"#;
+const MAX_ROWS_PER_BATCH: usize = 100_000;
+
+fn write_table(path: &std::path::Path, rows: usize) -> u64 {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(
+        f,
+        "metric_name:string,metric_value:real,timestamp:datetime,ServiceName:string,Region:string,Environment:string"
+    )
+    .unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for row in 0..rows {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let secs = 1_750_845_600 + row as u64 % 86_400;
+        writeln!(
+            f,
+            "metric_{},{},2025-06-25T{:02}:{:02}:{:02}Z,service-{:02},region-{:02},environment-{:02}",
+            x % 10,
+            (x % 10_000) as f64 / 7.0,
+            (secs / 3600) % 24,
+            (secs / 60) % 60,
+            secs % 60,
+            (x >> 8) % 50,
+            (x >> 16) % 50,
+            (x >> 24) % 50
+        )
+        .unwrap();
+    }
+    f.flush().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// An OTLP/HTTP receiver that reads each body and answers 200.
+fn start_receiver() -> (String, Arc<AtomicU64>) {
+    use axum::routing::post;
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counted = bytes.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/v1/metrics",
+                post(move |body: axum::body::Bytes| {
+                    let counted = counted.clone();
+                    async move {
+                        counted.fetch_add(body.len() as u64, Ordering::Relaxed);
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                            Vec::<u8>::new(),
+                        )
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (format!("http://{addr}"), bytes)
+}
+
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    peak_rss: u64,
+}
+
+fn run_binary(dir: &std::path::Path) -> Measured {
+    let _ = std::fs::remove_dir_all(dir.join("state"));
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_kusto-metrics"))
+        .args(["run", "--once", "--config"])
+        .arg(dir.join("kusto-metrics.yaml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: our child, not reaped yet (std's Child is never waited).
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid);
+    assert_eq!(status, 0, "the run failed");
+    std::mem::forget(child);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Measured {
+        wall: started.elapsed(),
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        peak_rss: usage.ru_maxrss as u64 * 1024,
+    }
+}
+
+/// The same table through the same reader, the native mapping, the same
+/// encoder and gzip level, one thread: what one core can do.
+fn native_limit(path: &std::path::Path) -> (Duration, usize, usize) {
+    let started = Instant::now();
+    let resource = Resource::default_host();
+    let mut table = LocalTable::open(
+        path,
+        InputFormat::Csv,
+        None,
+        None,
+        MAX_ROWS_PER_BATCH,
+        sample_context("bench"),
+    )
+    .unwrap();
+    let (mut rows, mut compressed) = (0usize, 0usize);
+    let mut buf = Vec::new();
+    while let Some(chunk) = table.next_chunk().unwrap() {
+        rows += chunk.batch.row_count as usize;
+        let batch = native_batch(&chunk.batch);
+        let out = column_mapping::transform(CONFIG, &batch).unwrap();
+        let out = to_host_output(out);
+        let encoder_requests = split_by_size(&out, &resource, 10_000, MAX_REQUEST_BYTES).unwrap();
+        let mut encoder = Encoder::new(&resource, &out);
+        for slices in encoder_requests {
+            buf.clear();
+            encoder.encode(&slices, &mut buf);
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), GZIP_LEVEL);
+            gz.write_all(&buf).unwrap();
+            compressed += gz.finish().unwrap().len();
+        }
+    }
+    (started.elapsed(), rows, compressed)
+}
+
+fn main() {
+    let rows: usize = std::env::var("PIPELINE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let runs: usize = std::env::var("PIPELINE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tables/DB")).unwrap();
+    std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+    let table = dir.path().join("tables/DB/T.csv");
+    let table_bytes = write_table(&table, rows);
+    let (endpoint, received) = start_receiver();
+    std::fs::write(
+        dir.path().join("kusto-metrics.yaml"),
+        format!(
+            "manifests: manifests\nsource:\n  local:\n    tables: tables\nstate: state\nguests:\n  cacheDir: cache\n  maxRowsPerBatch: {MAX_ROWS_PER_BATCH}\nexporters:\n  - name: sink\n    otlp:\n      endpoint: {endpoint}\n      compression: gzip\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("manifests/all.yaml"),
+        format!(
+            "apiVersion: adx-mon.azure.com/v1\nkind: SummaryRule\nmetadata: {{name: r, namespace: ns, labels: {{bench: \"yes\"}}}}\nspec: {{database: DB, table: T, body: \"T\", interval: 5m}}\n---\napiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {{name: e, namespace: ns}}\nspec:\n  summaryRuleSelector: {{matchLabels: {{bench: \"yes\"}}}}\n  exporters: [sink]\n  interval: 1m\n  transform: {CONFIG}\n"
+        ),
+    )
+    .unwrap();
+
+    // Warm-up: the compile cache and the page cache.
+    run_binary(dir.path());
+    let mut best: Option<Measured> = None;
+    let mut native_best = Duration::MAX;
+    let mut native_bytes = 0;
+    for _ in 0..runs {
+        let m = run_binary(dir.path());
+        if best.as_ref().is_none_or(|b| m.wall < b.wall) {
+            best = Some(m);
+        }
+        let (d, n, bytes) = native_limit(&table);
+        assert_eq!(n, rows);
+        native_best = native_best.min(d);
+        native_bytes = bytes;
+    }
+    let best = best.unwrap();
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    let received = received.load(Ordering::Relaxed) / (runs as u64 + 1);
+    println!(
+        "pipeline: {rows} rows ({:.0} MB CSV), local table -> default guest (Wasm) -> OTLP/HTTP protobuf gzip-1 -> discarding receiver; best of {runs} runs",
+        table_bytes as f64 / 1e6
+    );
+    println!(
+        "  kusto-metrics run --once:   {:>10.0} rows/s  (wall {:?}, CPU {:?} = {:.2} cores, peak RSS {} MiB, {} MB received)",
+        rate(best.wall),
+        best.wall,
+        best.cpu,
+        best.cpu.as_secs_f64() / best.wall.as_secs_f64(),
+        best.peak_rss >> 20,
+        received / 1_000_000
+    );
+    println!(
+        "  native limit, one thread:   {:>10.0} rows/s  ({:?}; same reader, native mapping, same encoder and gzip; {} MB)",
+        rate(native_best),
+        native_best,
+        native_bytes / 1_000_000
+    );
+    println!(
+        "  binary / native:            {:>10.2}   (target >= 0.50; binary >= 1.0 M rows/s: {})",
+        rate(best.wall) / rate(native_best),
+        rate(best.wall) >= 1_000_000.0
+    );
+}
+
+/// The host's batch as the guest-side types (the native mapping's input).
+fn native_batch(b: &wit::Batch) -> g::Batch {
+    g::Batch {
+        context: g::BatchContext {
+            database: b.context.database.clone(),
+            table: b.context.table.clone(),
+            rule_name: b.context.rule_name.clone(),
+            rule_namespace: b.context.rule_namespace.clone(),
+            exporter_name: b.context.exporter_name.clone(),
+            window_start: b.context.window_start,
+            window_end: b.context.window_end,
+        },
+        row_count: b.row_count,
+        columns: b
+            .columns
+            .iter()
+            .map(|c| g::Column {
+                name: c.name.clone(),
+                kusto_type: kusto_type(c.kusto_type),
+                validity: c.validity.clone(),
+                values: match &c.values {
+                    wit::ColumnValues::Booleans(v) => g::ColumnValues::Booleans(v.clone()),
+                    wit::ColumnValues::Longs(v) => g::ColumnValues::Longs(v.clone()),
+                    wit::ColumnValues::Reals(v) => g::ColumnValues::Reals(v.clone()),
+                    wit::ColumnValues::Ticks(v) => g::ColumnValues::Ticks(v.clone()),
+                    wit::ColumnValues::Text(t) => g::ColumnValues::Text(g::TextArena {
+                        data: t.data.clone(),
+                        offsets: t.offsets.clone(),
+                    }),
+                    wit::ColumnValues::Dictionary(d) => {
+                        g::ColumnValues::Dictionary(g::TextDictionary {
+                            values: g::TextArena {
+                                data: d.values.data.clone(),
+                                offsets: d.values.offsets.clone(),
+                            },
+                            indices: d.indices.clone(),
+                        })
+                    }
+                },
+            })
+            .collect(),
+    }
+}
+
+fn kusto_type(t: wit::KustoType) -> g::KustoType {
+    match t {
+        wit::KustoType::Bool => g::KustoType::Bool,
+        wit::KustoType::Int => g::KustoType::Int,
+        wit::KustoType::Long => g::KustoType::Long,
+        wit::KustoType::Real => g::KustoType::Real,
+        wit::KustoType::Decimal => g::KustoType::Decimal,
+        wit::KustoType::String => g::KustoType::String,
+        wit::KustoType::Datetime => g::KustoType::Datetime,
+        wit::KustoType::Timespan => g::KustoType::Timespan,
+        wit::KustoType::Guid => g::KustoType::Guid,
+        wit::KustoType::Dynamic => g::KustoType::Dynamic,
+    }
+}
+
+/// The native mapping's output as the host's type (what the encoder takes).
+fn to_host_output(o: g::Output) -> wit::Output {
+    wit::Output {
+        strings: o.strings,
+        attributes: o
+            .attributes
+            .into_iter()
+            .map(|a| wit::Attribute {
+                key: a.key,
+                value: match a.value {
+                    g::AttributeValue::Str(s) => wit::AttributeValue::Str(s),
+                    g::AttributeValue::Int(i) => wit::AttributeValue::Int(i),
+                    g::AttributeValue::Double(d) => wit::AttributeValue::Double(d),
+                    g::AttributeValue::Boolean(b) => wit::AttributeValue::Boolean(b),
+                },
+            })
+            .collect(),
+        attribute_set_ends: o.attribute_set_ends,
+        metrics: o
+            .metrics
+            .into_iter()
+            .map(|m| wit::Metric {
+                name: m.name,
+                description: m.description,
+                unit: m.unit,
+                data: match m.data {
+                    g::MetricData::Gauge(p) => wit::MetricData::Gauge(points(p)),
+                    g::MetricData::Sum(s) => wit::MetricData::Sum(wit::SumData {
+                        points: points(s.points),
+                        monotonic: s.monotonic,
+                        temporality: match s.temporality {
+                            g::Temporality::Delta => wit::Temporality::Delta,
+                            g::Temporality::Cumulative => wit::Temporality::Cumulative,
+                        },
+                    }),
+                    g::MetricData::Histogram(_) => unreachable!("the mapping writes no histograms"),
+                },
+            })
+            .collect(),
+        skipped: Vec::new(),
+    }
+}
+
+fn points(p: g::NumberPoints) -> wit::NumberPoints {
+    wit::NumberPoints {
+        attribute_sets: p.attribute_sets,
+        start_times: p.start_times,
+        times: p.times,
+        values: match p.values {
+            g::NumberValues::Ints(v) => wit::NumberValues::Ints(v),
+            g::NumberValues::Doubles(v) => wit::NumberValues::Doubles(v),
+        },
+    }
+}
