@@ -136,6 +136,13 @@ pub enum ErrorKind {
         elapsed: Duration,
         last: Box<ErrorKind>,
     },
+    /// The job was asked to stop now; the requests before it were accepted.
+    #[error("stopped before the next request")]
+    Stopped,
+    /// What the receiver accepted could not be recorded; nothing more is
+    /// sent until it is.
+    #[error("cannot record what was delivered: {0}")]
+    Commit(String),
 }
 
 /// Sub-millisecond digits are noise in a message.
@@ -216,6 +223,7 @@ impl Classify for ErrorKind {
                 RetryClass::Retryable
             }
             ErrorKind::RetriesExhausted { last, .. } => last.retry_class(),
+            ErrorKind::Stopped | ErrorKind::Commit(_) => RetryClass::Retryable,
         }
     }
 }
@@ -239,6 +247,8 @@ impl ErrorKind {
             ErrorKind::Connect(_) => "connect",
             ErrorKind::Timeout(_) => "timeout",
             ErrorKind::Io(_) => "io",
+            ErrorKind::Stopped => "stopped",
+            ErrorKind::Commit(_) => "commit",
             ErrorKind::RetriesExhausted { last, .. } => last.reason(),
         }
     }
@@ -412,15 +422,35 @@ impl Sink {
         output: &Output,
         skip: usize,
     ) -> Result<Delivered, ExportError> {
+        self.send_with(resource, output, skip, &mut Unwatched).await
+    }
+
+    /// Like [`Sink::send_from`], telling `accepted` after each request the
+    /// receiver accepted (how many of this output so far, skipped ones
+    /// included); an error from it stops the output before the next
+    /// request.
+    pub async fn send_with(
+        &self,
+        resource: &Resource,
+        output: &Output,
+        skip: usize,
+        accepted: &mut dyn Accepted,
+    ) -> Result<Delivered, ExportError> {
         match self {
-            Sink::Stdout(s) => s.send_from(resource, output, skip),
+            Sink::Stdout(s) => s.send_with(resource, output, skip, accepted).await,
             Sink::OtlpHttp(h) => {
-                send_requests(h.settings(), resource, output, skip, |body| h.post(body)).await
+                send_requests(h.settings(), resource, output, skip, accepted, |body| {
+                    h.post(body)
+                })
+                .await
             }
             Sink::OtlpGrpc(g) => {
-                send_requests(g.settings(), resource, output, skip, |body| g.export(body)).await
+                send_requests(g.settings(), resource, output, skip, accepted, |body| {
+                    g.export(body)
+                })
+                .await
             }
-            Sink::RemoteWrite(r) => r.send_from(resource, output, skip).await,
+            Sink::RemoteWrite(r) => r.send_with(resource, output, skip, accepted).await,
             // One update, all or nothing: nothing to resume.
             Sink::Scrape(s) if skip == 0 => s.update(resource, output),
             Sink::Scrape(_) => Ok(Delivered {
@@ -428,6 +458,24 @@ impl Sink {
                 ..Delivered::default()
             }),
         }
+    }
+}
+
+/// Told after each request a receiver accepted, before the next one is
+/// sent: the job records it there, so a crash repeats at most the request
+/// in flight, and stops there when asked to.
+pub trait Accepted: Send {
+    /// `requests`: requests of the output accepted so far, skipped ones
+    /// included.
+    fn accepted(&mut self, requests: usize) -> futures::future::BoxFuture<'_, Result<(), ErrorKind>>;
+}
+
+/// Nobody watches: every request goes out.
+pub struct Unwatched;
+
+impl Accepted for Unwatched {
+    fn accepted(&mut self, _: usize) -> futures::future::BoxFuture<'_, Result<(), ErrorKind>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -470,6 +518,7 @@ pub(crate) async fn send_requests<F, Fut>(
     resource: &Resource,
     output: &Output,
     skip: usize,
+    accepted: &mut dyn Accepted,
     attempt: F,
 ) -> Result<Delivered, ExportError>
 where
@@ -512,7 +561,15 @@ where
         })
         .await;
         match result {
-            Ok(success) => delivered.add(points, success.value, size),
+            Ok(success) => {
+                delivered.add(points, success.value, size);
+                if let Err(kind) = accepted
+                    .accepted(delivered.skipped + delivered.requests)
+                    .await
+                {
+                    return Err(fail(kind, delivered));
+                }
+            }
             Err(failure) => {
                 let kind = if failure.gave_up {
                     ErrorKind::RetriesExhausted {
@@ -771,7 +828,7 @@ mod tests {
         out.metrics = vec![fixture::gauge("a", 0, 25)];
         let resource = Resource::default_host();
         let calls = Mutex::new(0);
-        let result = send_requests(&settings(10, MAX_REQUEST_BYTES), &resource, &out, 0, |_| {
+        let result = send_requests(&settings(10, MAX_REQUEST_BYTES), &resource, &out, 0, &mut Unwatched, |_| {
             let n = {
                 let mut c = calls.lock().expect("lock");
                 *c += 1;

@@ -6,7 +6,7 @@ use std::io::Write;
 use super::Resource;
 use super::config::StdoutConfig;
 use super::deliver::MAX_REQUEST_BYTES;
-use super::deliver::{Delivered, ErrorKind, ExportError};
+use super::deliver::{Accepted, Delivered, ErrorKind, ExportError};
 use super::otlp_json::encode_json;
 use super::split::split_by_size;
 use crate::wit::Output;
@@ -32,23 +32,63 @@ impl StdoutSink {
         &self.name
     }
 
-    pub fn send(&self, resource: &Resource, output: &Output) -> Result<Delivered, ExportError> {
-        self.send_from(resource, output, 0)
-    }
-
-    /// Leaves out the first `skip` requests (see `Sink::send_from`).
-    pub fn send_from(
+    /// Leaves out the first `skip` requests (see `Sink::send_from`), and
+    /// tells `accepted` after each line written.
+    pub async fn send_with(
         &self,
         resource: &Resource,
         output: &Output,
         skip: usize,
+        accepted: &mut dyn Accepted,
     ) -> Result<Delivered, ExportError> {
-        self.write_lines(resource, output, skip, |line| {
-            // Held for one whole line, so lines of exporters writing at the
-            // same time do not interleave.
-            let mut out = std::io::stdout().lock();
-            out.write_all(line)?;
-            out.flush()
+        let mut lines = self.lines(resource, output, skip)?;
+        let mut delivered = Delivered {
+            skipped: lines.skipped,
+            ..Delivered::default()
+        };
+        while let Some((points, line)) = lines.next() {
+            let written = {
+                // Held for one whole line, so lines of exporters writing at
+                // the same time do not interleave.
+                let mut out = std::io::stdout().lock();
+                out.write_all(&line).and_then(|()| out.flush())
+            };
+            let fail = |kind, delivered: Delivered| ExportError {
+                exporter: self.name.clone(),
+                kind,
+                request: u32::try_from(delivered.requests + 1).ok(),
+                delivered,
+            };
+            if let Err(e) = written {
+                return Err(fail(ErrorKind::Io(format!("stdout: {e}")), delivered));
+            }
+            delivered.requests += 1;
+            delivered.points += points;
+            delivered.bytes += line.len() as u64;
+            if let Err(kind) = accepted.accepted(delivered.skipped + delivered.requests).await {
+                return Err(fail(kind, delivered));
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// The requests of `output` after the first `skip`, as lines.
+    fn lines<'a>(
+        &'a self,
+        resource: &'a Resource,
+        output: &'a Output,
+        skip: usize,
+    ) -> Result<Lines<'a>, ExportError> {
+        // Lines are bounded like network requests, so one line never holds
+        // what a guest's output expands to at once.
+        let requests = split_by_size(output, resource, self.max_points, MAX_REQUEST_BYTES)
+            .map_err(|e| ExportError::new(&self.name, ErrorKind::TooLarge { bytes: e.bytes }))?;
+        let skipped = skip.min(requests.len());
+        Ok(Lines {
+            resource,
+            output,
+            requests: requests.into_iter().skip(skipped),
+            skipped,
         })
     }
 
@@ -60,15 +100,12 @@ impl StdoutSink {
         skip: usize,
         mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Delivered, ExportError> {
-        let mut delivered = Delivered::default();
-        // Lines are bounded like network requests, so one line never holds
-        // what a guest's output expands to at once.
-        let requests = split_by_size(output, resource, self.max_points, MAX_REQUEST_BYTES)
-            .map_err(|e| ExportError::new(&self.name, ErrorKind::TooLarge { bytes: e.bytes }))?;
-        delivered.skipped = skip.min(requests.len());
-        for slices in requests.into_iter().skip(skip) {
-            let mut line = encode_json(resource, output, &slices).into_bytes();
-            line.push(b'\n');
+        let mut lines = self.lines(resource, output, skip)?;
+        let mut delivered = Delivered {
+            skipped: lines.skipped,
+            ..Delivered::default()
+        };
+        while let Some((points, line)) = lines.next() {
             if let Err(e) = write(&line) {
                 return Err(ExportError {
                     exporter: self.name.clone(),
@@ -78,10 +115,27 @@ impl StdoutSink {
                 });
             }
             delivered.requests += 1;
-            delivered.points += slices.iter().map(|s| s.end - s.start).sum::<usize>();
+            delivered.points += points;
             delivered.bytes += line.len() as u64;
         }
         Ok(delivered)
+    }
+}
+
+struct Lines<'a> {
+    resource: &'a Resource,
+    output: &'a Output,
+    requests: std::iter::Skip<std::vec::IntoIter<Vec<super::MetricSlice>>>,
+    skipped: usize,
+}
+
+impl Lines<'_> {
+    /// The next line's point count and bytes (ending in `\n`).
+    fn next(&mut self) -> Option<(usize, Vec<u8>)> {
+        let slices = self.requests.next()?;
+        let mut line = encode_json(self.resource, self.output, &slices).into_bytes();
+        line.push(b'\n');
+        Some((slices.iter().map(|s| s.end - s.start).sum(), line))
     }
 }
 

@@ -201,6 +201,19 @@ impl RemoteWrite {
         output: &Output,
         skip: usize,
     ) -> Result<Delivered, ExportError> {
+        self.send_with(resource, output, skip, &mut crate::export::deliver::Unwatched)
+            .await
+    }
+
+    /// Like [`RemoteWrite::send_from`], telling `accepted` after each
+    /// request Prometheus took.
+    pub async fn send_with(
+        &self,
+        resource: &Resource,
+        output: &Output,
+        skip: usize,
+        accepted: &mut dyn crate::export::deliver::Accepted,
+    ) -> Result<Delivered, ExportError> {
         let converted = convert(resource, output, &self.options)
             .map_err(|e| ExportError::new(&self.name, ErrorKind::Config(e.to_string())))?;
         for (reason, count) in &converted.dropped {
@@ -219,6 +232,17 @@ impl RemoteWrite {
                     delivered.points += samples;
                     delivered.rejected_points += rejected;
                     delivered.bytes += size as u64;
+                    if let Err(kind) = accepted
+                        .accepted(delivered.skipped + delivered.requests)
+                        .await
+                    {
+                        return Err(ExportError {
+                            exporter: self.name.clone(),
+                            kind,
+                            request: u32::try_from(i + 2).ok(),
+                            delivered,
+                        });
+                    }
                 }
                 Err(kind) => {
                     return Err(ExportError {
