@@ -21,6 +21,16 @@ pub enum SelectorError {
         operator: String,
         message: &'static str,
     },
+    #[error("{message}")]
+    Unconvertible { message: String },
+}
+
+impl crate::error::Classify for SelectorError {
+    /// A selector is part of a manifest: only a new version of it changes
+    /// the answer.
+    fn retry_class(&self) -> crate::error::RetryClass {
+        crate::error::RetryClass::Permanent
+    }
 }
 
 pub fn validate(selector: &LabelSelector) -> Result<(), SelectorError> {
@@ -49,12 +59,68 @@ pub fn validate(selector: &LabelSelector) -> Result<(), SelectorError> {
 
 /// Whether `labels` satisfy every term. `NotIn` and `DoesNotExist` match an
 /// object without the key; an empty selector matches everything; an
-/// invalid one nothing.
+/// invalid one nothing. Checks and converts the selector on every call: to
+/// match many objects, compile it once ([`CompiledSelector`]).
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if validate(selector).is_err() {
-        return false;
+    CompiledSelector::new(selector).is_ok_and(|s| s.matches(labels))
+}
+
+/// A term only an object carrying some label can satisfy: what a label
+/// index can look candidates up by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    /// `matchLabels` `key: value`.
+    Label(String, String),
+    /// `key In (values)`.
+    AnyOf(String, Vec<String>),
+    /// `key Exists`.
+    Key(String),
+}
+
+/// A selector checked and converted once, to match many objects.
+#[derive(Debug, Clone)]
+pub struct CompiledSelector {
+    selector: Selector,
+    required: Vec<Required>,
+}
+
+impl CompiledSelector {
+    pub fn new(selector: &LabelSelector) -> Result<CompiledSelector, SelectorError> {
+        validate(selector)?;
+        let mut required: Vec<Required> = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| Required::Label(k.clone(), v.clone()))
+            .collect();
+        for r in selector.match_expressions.iter().flatten() {
+            match r.operator.as_str() {
+                "In" => required.push(Required::AnyOf(
+                    r.key.clone(),
+                    r.values.clone().unwrap_or_default(),
+                )),
+                "Exists" => required.push(Required::Key(r.key.clone())),
+                _ => {} // NotIn and DoesNotExist match objects without the key
+            }
+        }
+        // `validate` has checked every operator and its values, which is
+        // all the conversion can refuse.
+        let selector =
+            Selector::try_from(selector.clone()).map_err(|e| SelectorError::Unconvertible {
+                message: e.to_string(),
+            })?;
+        Ok(CompiledSelector { selector, required })
     }
-    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.selector.matches(labels)
+    }
+
+    /// The terms that need a label present; empty when every object may
+    /// match (no terms, or only `NotIn` and `DoesNotExist`).
+    pub fn required(&self) -> &[Required] {
+        &self.required
+    }
 }
 
 #[cfg(test)]

@@ -61,8 +61,17 @@ pub struct KubeDiscovery {
     changes: watch::Receiver<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     metrics: Arc<Metrics>,
-    /// SummaryRules skipped, by key, with the resourceVersion warned about.
-    skipped: Mutex<HashMap<String, String>>,
+    rules_seen: Mutex<RulesSeen>,
+}
+
+/// What converting the SummaryRules came to, by key, at the
+/// resourceVersion converted: a rule is converted again only when it
+/// changed.
+#[derive(Default)]
+struct RulesSeen {
+    converted: HashMap<String, (String, Arc<SummaryRule>)>,
+    /// Skipped rules, with the resourceVersion warned about.
+    skipped: HashMap<String, String>,
 }
 
 impl Drop for KubeDiscovery {
@@ -149,7 +158,7 @@ impl KubeDiscovery {
             changes: rx,
             tasks,
             metrics,
-            skipped: Mutex::new(HashMap::new()),
+            rules_seen: Mutex::new(RulesSeen::default()),
         })
     }
 
@@ -161,39 +170,50 @@ impl KubeDiscovery {
         }
     }
 
-    /// What the API server holds now.
+    /// What the API server holds now. Exporters are shared with the
+    /// reflectors' stores; rules are converted when their resourceVersion
+    /// is new.
     pub fn catalog(&self) -> Catalog {
         let mut catalog = Catalog::default();
         for store in &self.exporters {
             for me in store.state() {
                 let key = me.metadata.key();
-                catalog
-                    .exporters
-                    .insert(key.clone(), ((*me).clone(), origin(&key)));
+                let origin = origin(&key);
+                catalog.exporters.insert(key, (me, origin));
             }
         }
-        let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.rules_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let RulesSeen { converted, skipped } = &mut *seen;
+        let mut now_converted = HashMap::with_capacity(converted.len());
         let mut unreadable = HashMap::new();
         for store in &self.rules {
             for object in store.state() {
                 let key = object.metadata.key();
-                match to_rule(&object) {
-                    Ok(rule) => {
-                        catalog.rules.insert(key, rule);
-                    }
-                    Err(e) => {
-                        let version = object.resource_version().unwrap_or_default();
-                        if skipped.get(&key) != Some(&version) {
-                            tracing::warn!(summary_rule = %key, resource_version = %version, error = %e, "SummaryRule skipped: it does not fit the SummaryRule type; the other rules are used");
+                let version = object.resource_version().unwrap_or_default();
+                let cached = converted
+                    .remove(&key)
+                    .filter(|(v, _)| !version.is_empty() && *v == version);
+                let rule = match cached {
+                    Some((_, rule)) => rule,
+                    None => match to_rule(&object) {
+                        Ok(rule) => Arc::new(rule),
+                        Err(e) => {
+                            if skipped.get(&key) != Some(&version) {
+                                tracing::warn!(summary_rule = %key, resource_version = %version, error = %e, "SummaryRule skipped: it does not fit the SummaryRule type; the other rules are used");
+                            }
+                            unreadable.insert(key, version);
+                            continue;
                         }
-                        unreadable.insert(key, version);
-                    }
-                }
+                    },
+                };
+                catalog.rules.insert(key.clone(), rule.clone());
+                now_converted.insert(key, (version, rule));
             }
         }
         self.metrics
             .summary_rules_skipped
             .set(i64::try_from(unreadable.len()).unwrap_or(i64::MAX));
+        *converted = now_converted;
         *skipped = unreadable;
         catalog
     }

@@ -6,6 +6,7 @@ pub mod criteria;
 pub mod folder;
 pub mod kubernetes;
 pub mod plan;
+pub mod rule_index;
 
 pub use criteria::ClusterLabels;
 pub use folder::{Catalog, ManifestFolder};

@@ -4,10 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
 use super::criteria::{self, CriteriaError};
 use super::folder::Catalog;
+use super::rule_index::RuleIndex;
 use crate::api::conditions::reason;
-use crate::api::{MetaExt, MetricsExporter, selector};
+use crate::api::selector::CompiledSelector;
+use crate::api::{MetaExt, MetricsExporter, SummaryRule};
 use crate::config::HostConfig;
 use crate::config::tenancy::TenancyError;
 use crate::config::transform_file::{TransformSpec, transform_spec};
@@ -67,7 +71,7 @@ fn invalid(message: String) -> Refusal {
 }
 
 /// What planning made of a catalog.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Planned {
     pub plans: Vec<ExportPlan>,
     pub errors: Vec<PlanError>,
@@ -75,7 +79,21 @@ pub struct Planned {
     pub elsewhere: Vec<(String, String)>,
 }
 
+/// Plans every exporter of the catalog. Each selector is compiled once and
+/// looks its rules up in an index of the catalog's rules.
 pub fn plan(catalog: &Catalog, config: &HostConfig) -> Planned {
+    let index = RuleIndex::new(&catalog.rules);
+    plan_with(catalog, config, &|namespace, _, selector| {
+        index.matching(namespace, selector)
+    })
+}
+
+/// The rules of a namespace a selector matches, in key order. Given the
+/// selector as written too, so that a test can match it the plain way.
+type Matching<'c> =
+    dyn Fn(&str, &LabelSelector, &CompiledSelector) -> Vec<(&'c String, &'c SummaryRule)> + 'c;
+
+fn plan_with<'c>(catalog: &'c Catalog, config: &HostConfig, matching: &Matching<'c>) -> Planned {
     let mut planned = Planned::default();
     for (key, (me, file)) in &catalog.exporters {
         let spec = &me.spec;
@@ -103,7 +121,7 @@ pub fn plan(catalog: &Catalog, config: &HostConfig) -> Planned {
                 continue;
             }
         }
-        match plan_one(catalog, config, me, file) {
+        match plan_one(config, me, file, matching) {
             Ok(p) => planned.plans.push(p),
             Err((reason, message)) => planned.errors.push(PlanError {
                 key: key.clone(),
@@ -116,11 +134,11 @@ pub fn plan(catalog: &Catalog, config: &HostConfig) -> Planned {
     planned
 }
 
-fn plan_one(
-    catalog: &Catalog,
+fn plan_one<'c>(
     config: &HostConfig,
     me: &MetricsExporter,
     file: &Path,
+    matching: &Matching<'c>,
 ) -> Result<ExportPlan, Refusal> {
     let spec = &me.spec;
     let interval = humantime::parse_duration(&spec.interval).map_err(|e| {
@@ -192,8 +210,10 @@ fn plan_one(
             ));
         }
     };
-    let selector = spec.summary_rule_selector.clone().unwrap_or_default();
-    selector::validate(&selector).map_err(|e| invalid(format!("spec.summaryRuleSelector.{e}")))?;
+    let everything = LabelSelector::default();
+    let written = spec.summary_rule_selector.as_ref().unwrap_or(&everything);
+    let selector = CompiledSelector::new(written)
+        .map_err(|e| invalid(format!("spec.summaryRuleSelector.{e}")))?;
     let base = file.parent().unwrap_or(Path::new("."));
     let transform = transform_spec(spec.transform.clone(), base)
         .map_err(|e| invalid(format!("spec.transform: {e}")))?;
@@ -229,12 +249,8 @@ fn plan_one(
             table: String::new(),
             body: Some(body),
         }],
-        None => catalog
-            .rules
-            .iter()
-            .filter(|(_, r)| {
-                r.metadata.ns() == namespace && selector::matches(&selector, r.metadata.label_map())
-            })
+        None => matching(namespace, written, &selector)
+            .into_iter()
             .inspect(|(key, r)| {
                 if r.ready() == Some(false) {
                     rules_not_ready.push((*key).clone());
@@ -296,7 +312,10 @@ fn tenancy_refusal(e: TenancyError) -> Refusal {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::api::selector;
     use crate::discovery::ManifestFolder;
 
     const KUSTO: &str = "source: {kusto: {endpoints: {Db: https://c.kusto.windows.net}}}\n";
@@ -402,6 +421,167 @@ mod tests {
         assert_eq!(refusal(&p).0, reason::DATABASE_NOT_ALLOWED);
         let p = body("b", "T | take 1");
         assert_eq!(refusal(&p).0, reason::BODY_NOT_ALLOWED);
+    }
+
+    /// A random catalog: rules and exporters over a few namespaces, label
+    /// keys and values, with selectors of every operator (some invalid),
+    /// rules adx-mon reports as not ready, and databases a tenancy policy
+    /// refuses for some namespaces.
+    fn random_catalog(rng: &mut rand::rngs::StdRng, rules: usize, exporters: usize) -> Catalog {
+        use rand::RngExt;
+        use serde_json::{Map, Value, json};
+        const NAMESPACES: [&str; 4] = ["a", "b", "c", "d"];
+        const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
+        // v3 is on no rule.
+        const VALUES: [&str; 4] = ["v0", "v1", "v2", "v3"];
+        let mut catalog = Catalog::default();
+        for i in 0..rules {
+            let mut labels = Map::new();
+            for k in KEYS {
+                if rng.random_bool(0.5) {
+                    labels.insert(k.into(), VALUES[rng.random_range(0..3)].into());
+                }
+            }
+            let mut rule = json!({
+                "apiVersion": "adx-mon.azure.com/v1", "kind": "SummaryRule",
+                "metadata": {"name": format!("r{i}"), "namespace": NAMESPACES[rng.random_range(0..3)], "labels": labels},
+                "spec": {"database": if rng.random_bool(0.9) { "DB" } else { "Other" }, "table": format!("T{i}"), "body": "x", "interval": "5m"},
+            });
+            if rng.random_bool(0.2) {
+                rule["status"] = json!({"conditions": [{
+                    "type": crate::api::summary_rule::OWNER_CONDITION,
+                    "status": if rng.random_bool(0.5) { "True" } else { "False" },
+                    "reason": "r", "message": "m", "lastTransitionTime": "2025-06-25T10:00:00Z",
+                }]});
+            }
+            let Ok(Some(crate::api::Resource::SummaryRule(rule))) =
+                crate::api::Resource::from_value(rule)
+            else {
+                panic!("rule {i} does not parse");
+            };
+            catalog.rules.insert(rule.metadata.key(), Arc::from(rule));
+        }
+        let values = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<Value> {
+            (0..n)
+                .map(|_| VALUES[rng.random_range(0..4)].into())
+                .collect()
+        };
+        for i in 0..exporters {
+            let mut spec = json!({
+                "exporters": ["sink"], "interval": "1m",
+                "transform": {"valueColumn": "v", "timestampColumn": "t"},
+            });
+            if rng.random_bool(0.9) {
+                let mut selector = Map::new();
+                if rng.random_bool(0.6) {
+                    let labels: Map<String, Value> = (0..rng.random_range(1..3))
+                        .map(|_| {
+                            (
+                                KEYS[rng.random_range(0..4)].to_string(),
+                                values(rng, 1)[0].clone(),
+                            )
+                        })
+                        .collect();
+                    selector.insert("matchLabels".into(), labels.into());
+                }
+                if rng.random_bool(0.7) {
+                    let expressions: Vec<Value> = (0..rng.random_range(1..4))
+                        .map(|_| {
+                            let key = KEYS[rng.random_range(0..4)];
+                            let (some, few) = (rng.random_range(1..4), rng.random_range(1..3));
+                            match rng.random_range(0..20) {
+                                0..5 => json!({"key": key, "operator": "In", "values": values(rng, some)}),
+                                5..9 => json!({"key": key, "operator": "NotIn", "values": values(rng, few)}),
+                                9..14 => json!({"key": key, "operator": "Exists"}),
+                                14..18 => json!({"key": key, "operator": "DoesNotExist"}),
+                                18 => json!({"key": key, "operator": "In", "values": []}),
+                                _ => json!({"key": key, "operator": "Equals", "values": ["v0"]}),
+                            }
+                        })
+                        .collect();
+                    selector.insert("matchExpressions".into(), expressions.into());
+                }
+                spec["summaryRuleSelector"] = selector.into();
+            }
+            let me = json!({
+                "apiVersion": "adx-mon.azure.com/v1", "kind": "MetricsExporter",
+                "metadata": {"name": format!("e{i}"), "namespace": NAMESPACES[rng.random_range(0..4)]},
+                "spec": spec,
+            });
+            let Ok(Some(crate::api::Resource::MetricsExporter(me))) =
+                crate::api::Resource::from_value(me)
+            else {
+                panic!("exporter {i} does not parse");
+            };
+            catalog
+                .exporters
+                .insert(me.metadata.key(), (Arc::from(me), PathBuf::from("m.yaml")));
+        }
+        catalog
+    }
+
+    #[test]
+    fn the_indexed_planner_plans_exactly_what_matching_every_rule_plans() {
+        use rand::SeedableRng;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("m")).unwrap();
+        std::fs::create_dir_all(dir.path().join("t")).unwrap();
+        let path = dir.path().join("k.yaml");
+        std::fs::write(
+            &path,
+            "manifests: m\nsource: {local: {tables: t}}\nexporters: [{name: sink, stdout: {}}]\ntenancy:\n  namespaces:\n    a: {databases: [DB, Other]}\n    b: {databases: [DB]}\n    c: {databases: [DB]}\n    d: {databases: [DB]}\n",
+        )
+        .unwrap();
+        let config = HostConfig::load(&path).unwrap();
+        // What every seed's plans came to, so the test shows it saw each
+        // case: rules matched, none matched, rules not ready, refusals of
+        // both kinds.
+        let (mut matched, mut empty, mut not_ready, mut bad_selector, mut refused) =
+            (0, 0, 0, 0, 0);
+        for seed in 0..40 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let catalog = random_catalog(&mut rng, 300, 200);
+            let every_rule = |ns: &str, written: &LabelSelector, _: &CompiledSelector| {
+                catalog
+                    .rules
+                    .iter()
+                    .filter(|(_, r)| {
+                        r.metadata.ns() == ns && selector::matches(written, r.metadata.label_map())
+                    })
+                    .map(|(key, r)| (key, &**r))
+                    .collect()
+            };
+            let expected = plan_with(&catalog, &config, &every_rule);
+            let indexed = plan(&catalog, &config);
+            assert_eq!(indexed, expected, "seed {seed}");
+            for p in &expected.plans {
+                if p.rules.is_empty() {
+                    empty += 1;
+                } else {
+                    matched += 1;
+                }
+                not_ready += usize::from(!p.rules_not_ready.is_empty());
+            }
+            for e in &expected.errors {
+                if e.message.starts_with("spec.summaryRuleSelector.") {
+                    bad_selector += 1;
+                } else if e.reason == reason::DATABASE_NOT_ALLOWED {
+                    refused += 1;
+                }
+            }
+        }
+        for (what, n) in [
+            ("plans with rules", matched),
+            ("plans without", empty),
+            ("plans with rules not ready", not_ready),
+            ("invalid selectors", bad_selector),
+            ("tenancy refusals", refused),
+        ] {
+            assert!(
+                n >= 20,
+                "only {n} {what}: the catalogs do not cover the case"
+            );
+        }
     }
 
     #[test]
