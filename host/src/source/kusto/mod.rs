@@ -7,6 +7,8 @@
 //! - [`client`]: queries and management commands over REST, with retries.
 //! - [`kql`]: the query text; names quoted, values as declared parameters.
 //! - [`kql_scope`]: what a MetricsExporter's own KQL may reach (tenancy).
+//! - [`stream`]: a window's result read as it arrives, in chunks of at
+//!   most `maxRowsPerBatch` rows, each with a digest for resuming.
 //! - [`window`]: which rows the next query reads.
 //! - [`table`]: column and ingestion-time checks before the first read.
 //!
@@ -18,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod kql;
 pub mod kql_scope;
+pub mod stream;
 pub mod table;
 mod transport;
 pub mod window;
@@ -25,3 +28,4 @@ pub mod window;
 pub use client::{KustoClient, Query};
 pub use config::KustoConfig;
 pub use error::{KustoError, KustoErrorKind};
+pub use stream::{RowChunk, WindowStream};
