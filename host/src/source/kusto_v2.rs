@@ -1539,4 +1539,204 @@ mod tests {
             assert!(reference(body).is_err());
         }
     }
+
+    /// Hands out `body` `step` bytes per read, as a network would.
+    struct Trickle<'b> {
+        body: &'b [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.body.len());
+            buf[..n].copy_from_slice(&self.body[..n]);
+            self.body = &self.body[n..];
+            Ok(n)
+        }
+    }
+
+    type Chunks = Vec<(Batch, Vec<BadRow>)>;
+
+    /// The chunks a streamed parse hands on, and how it ended.
+    fn chunked(body: &str, max_rows: usize) -> (Chunks, Result<Parsed, InputError>) {
+        let mut chunks = Vec::new();
+        let reader = Trickle {
+            body: body.as_bytes(),
+            step: 7,
+        };
+        let mut sink = |batch: Batch, bad: Vec<BadRow>| {
+            chunks.push((batch, bad));
+            true
+        };
+        let ended = parse_v2_chunks("r.json", reader, &sample_context("t"), max_rows, &mut sink);
+        (chunks, ended)
+    }
+
+    /// Each row as text, cell by cell, whatever the column's encoding.
+    fn rows_of(batch: &Batch) -> Vec<Vec<String>> {
+        (0..batch.row_count as usize)
+            .map(|r| {
+                batch
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        if !c.is_valid(r) {
+                            return "null".to_string();
+                        }
+                        match &c.values {
+                            ColumnValues::Booleans(v) => v[r].to_string(),
+                            ColumnValues::Longs(v) | ColumnValues::Ticks(v) => v[r].to_string(),
+                            ColumnValues::Reals(v) => format!("{:x}", v[r].to_bits()),
+                            ColumnValues::Text(_) | ColumnValues::Dictionary(_) => {
+                                format!("{:?}", c.text_at(r))
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn schema(batch: &Batch) -> Vec<(String, KustoType)> {
+        batch
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.kusto_type))
+            .collect()
+    }
+
+    #[test]
+    fn chunks_of_one_two_and_three_rows_add_up_to_the_whole_body() {
+        for fixture in [NUMBERS, TIME, TEXT, MIXED, PROGRESSIVE] {
+            let whole = ok(fixture);
+            for max_rows in [1, 2, 3] {
+                let (chunks, ended) = chunked(fixture, max_rows);
+                assert_eq!(ended.ok(), Some(Parsed::Complete));
+                let total = whole.row_count as usize;
+                assert_eq!(chunks.len(), total.div_ceil(max_rows), "{max_rows}");
+                let mut rows = Vec::new();
+                for (i, (batch, bad)) in chunks.iter().enumerate() {
+                    assert!(bad.is_empty());
+                    assert_eq!(schema(batch), schema(&whole));
+                    assert_eq!(batch.context, whole.context);
+                    let expected = if i + 1 < chunks.len() {
+                        max_rows
+                    } else {
+                        total - i * max_rows
+                    };
+                    assert_eq!(batch.row_count as usize, expected);
+                    rows.extend(rows_of(batch));
+                }
+                assert_eq!(rows, rows_of(&whole), "chunks of {max_rows}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_rows_go_with_the_chunk_of_their_stretch() {
+        let body = primary(
+            NAME_VALUE,
+            r#"[["a",1,null],["b","x",null],["c",3,null],["d",4,5],["e",5,null]]"#,
+        );
+        let (whole, whole_bad) =
+            parse_v2_skipping_bad_rows("r.json", body.as_bytes(), sample_context("t"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let (chunks, ended) = chunked(&body, 2);
+        assert_eq!(ended.ok(), Some(Parsed::Complete));
+        // Each chunk covers two rows of the response, kept or not.
+        let shape: Vec<(u32, Vec<u64>)> = chunks
+            .iter()
+            .map(|(b, bad)| (b.row_count, bad.iter().map(|r| r.row).collect()))
+            .collect();
+        assert_eq!(shape, [(1, vec![2]), (1, vec![4]), (1, vec![])]);
+        let rows: Vec<_> = chunks.iter().flat_map(|(b, _)| rows_of(b)).collect();
+        assert_eq!(rows, rows_of(&whole));
+        let messages: Vec<String> = chunks
+            .iter()
+            .flat_map(|(_, bad)| bad.iter().map(|r| r.message.clone()))
+            .collect();
+        let expected: Vec<String> = whole_bad.iter().map(|r| r.message.clone()).collect();
+        assert_eq!(messages, expected);
+        assert!(messages[1].contains("row 4, column `at`"), "{messages:?}");
+    }
+
+    #[test]
+    fn an_error_at_the_end_fails_the_parse_after_the_chunks_before_it() {
+        // Two rows, then HasErrors: the full chunk went out, the rest not.
+        let (chunks, ended) = chunked(ERROR, 1);
+        let e = ended.expect_err("the response reports errors");
+        let whole = parse_v2_skipping_bad_rows("r.json", ERROR.as_bytes(), sample_context("t"))
+            .expect_err("the response reports errors");
+        assert_eq!(e.to_string(), whole.to_string());
+        assert!(matches!(e, InputError::QueryFailed { .. }), "{e}");
+        assert_eq!(chunks.len(), 2);
+        let (chunks, ended) = chunked(ERROR, 3);
+        assert!(ended.is_err());
+        assert!(chunks.is_empty(), "the last chunk waits for the end");
+
+        let (chunks, ended) = chunked(ERROR_IN_DATA, 1);
+        let e = ended.expect_err("an error in place of row 3");
+        assert!(e.to_string().contains("error in place of row 3"), "{e}");
+        assert_eq!(chunks.len(), 2);
+
+        let cut = &MIXED[..MIXED.len() / 2];
+        let (_, ended) = chunked(cut, 1);
+        let e = ended.expect_err("cut short");
+        assert!(e.to_string().contains("cut short"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_result_is_one_empty_chunk_with_its_columns() {
+        let (chunks, ended) = chunked(&primary(NAME_VALUE, "[]"), 10);
+        assert_eq!(ended.ok(), Some(Parsed::Complete));
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].0.row_count, 0);
+        assert_eq!(chunks[0].0.columns.len(), 3);
+    }
+
+    #[test]
+    fn a_sink_that_wants_no_more_stops_the_read() {
+        let mut seen = 0;
+        let mut sink = |_: Batch, _: Vec<BadRow>| {
+            seen += 1;
+            false
+        };
+        let ended = parse_v2_chunks(
+            "r.json",
+            MIXED.as_bytes(),
+            &sample_context("t"),
+            1,
+            &mut sink,
+        );
+        assert_eq!(ended.ok(), Some(Parsed::Stopped));
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn data_replace_after_rows_were_handed_on_fails() {
+        let body = r#"[{"FrameType":"DataSetHeader","IsProgressive":true,"Version":"v2.0"},
+{"FrameType":"TableHeader","TableId":3,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{"ColumnName":"n","ColumnType":"long"}]},
+{"FrameType":"TableFragment","TableFragmentType":"DataAppend","TableId":3,"Rows":[[1],[2]]},
+{"FrameType":"TableFragment","TableFragmentType":"DataReplace","TableId":3,"Rows":[[7]]},
+{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}]"#;
+        let (chunks, ended) = chunked(body, 10);
+        assert_eq!(ended.ok(), Some(Parsed::Complete));
+        assert_eq!(rows_of(&chunks[0].0), [["7"]]);
+        let (chunks, ended) = chunked(body, 1);
+        let e = ended.expect_err("rows 1 and 2 went out");
+        assert!(e.to_string().contains("DataReplace"), "{e}");
+        assert_eq!(chunks.len(), 2);
+    }
+
+    #[test]
+    fn reordered_frames_and_dynamic_cells_read_from_a_stream() {
+        let body = r#"[{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0"},
+{"Rows":[[1,{"a" : [1, 2]}],[2,"text"]],"TableId":1,"Columns":[{"ColumnName":"n","ColumnType":"long"},{"ColumnName":"d","ColumnType":"dynamic"}],"TableKind":"PrimaryResult","FrameType":"DataTable"},
+{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}]"#;
+        let (chunks, ended) = chunked(body, 1);
+        assert_eq!(ended.ok(), Some(Parsed::Complete));
+        let rows: Vec<_> = chunks.iter().flat_map(|(b, _)| rows_of(b)).collect();
+        assert_eq!(rows, rows_of(&ok(body)));
+        assert_eq!(texts(column(&chunks[0].0, "d")), [Some(r#"{"a":[1,2]}"#)]);
+    }
 }
