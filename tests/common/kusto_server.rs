@@ -6,24 +6,39 @@
 //! small part of KQL the host sends: `declare query_parameters(...)` read
 //! from the request's `Parameters` (never from the query text), a table
 //! reference, `where` with comparisons, `and` and `between`, `project`,
-//! `extend` of a string literal, `getschema`, `take`; and
-//! `.show table T policy ingestiontime`. Anything else is answered the way
-//! ADX answers a query it cannot run (HTTP 400, a `General_BadRequest`
-//! error), so a host sending something new fails loudly here.
+//! `project-away`, `extend` of a string literal or of
+//! `hash_xxhash64(tostring(pack_array(...) | pack_all()))`, `order by`,
+//! `getschema`, `take`; and `.show table T policy ingestiontime`. Anything
+//! else is answered the way ADX answers a query it cannot run (HTTP 400, a
+//! `General_BadRequest` error), so a host sending something new fails
+//! loudly here.
+//!
+//! Answers are written as they are computed, a piece at a time, and only as
+//! fast as the client reads them. A table can also be generated row by row
+//! ([`KustoServer::create_generated_table`]): millions of rows are served
+//! without being held, whole or as JSON (an `order by` keeps one key per
+//! row). ADX promises no order without `order by`: generated tables answer
+//! in a different order each time, stored ones as they were ingested (or
+//! last to first, [`KustoServer::set_reverse_rows`]).
+//!
+//! Result truncation as ADX does it: without the `notruncation` option a
+//! result is cut at 500,000 rows or 64 MB of rows (or `truncationmaxrecords`
+//! rows), and the stream ends with a limits error.
 //!
 //! Faults on demand: a status code (with `Retry-After`), a slow answer, an
-//! error at the end of the stream, a limit hit, progressive frames; and the
-//! `truncationmaxrecords` request option is honoured as ADX does (the rows
-//! are cut and the stream ends with a limits error).
+//! error at the end of the stream, a limit hit, a stream that breaks off
+//! after some rows, progressive frames; and, on demand, a request that
+//! sends `truncationmaxrecords` is refused.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -49,7 +64,17 @@ pub enum Fault {
     ErrorAtEnd(String),
     /// The query fails with ADX's result-set-too-large error (no rows).
     TooLarge,
+    /// The answer breaks off (the connection is dropped mid-body) after
+    /// this many rows of the primary result.
+    BreakAfterRows(usize),
 }
+
+/// ADX's default result truncation: rows.
+pub const DEFAULT_MAX_RECORDS: u64 = 500_000;
+/// ADX's default result truncation: bytes of rows.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+/// Rows of a response gathered into one piece of the body.
+const PIECE_BYTES: usize = 64 * 1024;
 
 /// One request as the server received it.
 #[derive(Debug, Clone)]
@@ -66,7 +91,8 @@ pub struct Recorded {
     pub authorization: Option<String>,
     /// The HTTP status answered.
     pub status: u16,
-    /// Primary-result rows answered (0 for errors and commands).
+    /// Primary-result rows answered (0 for errors and commands); while an
+    /// answer streams, the rows written so far.
     pub rows: usize,
 }
 
@@ -77,11 +103,24 @@ impl Recorded {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Row `i` of a generated table, as ADX sends it.
+pub type RowFn = Arc<dyn Fn(usize) -> Vec<Value> + Send + Sync>;
+
+#[derive(Clone)]
+struct Generated {
+    rows: usize,
+    /// Every row's ingestion time.
+    ingestion: i64,
+    row: RowFn,
+}
+
+#[derive(Clone)]
 struct Table {
     columns: Vec<(String, String)>,
     /// (ingestion time in ticks, the row as ADX sends it).
     rows: Vec<(i64, Vec<Value>)>,
+    /// Rows made on demand instead of `rows`.
+    generated: Option<Generated>,
     /// `Some(enabled)` when set explicitly; `None`: unset (rows still get
     /// ingestion times, as new ADX tables do).
     ingestion_time_policy: Option<bool>,
@@ -97,6 +136,10 @@ struct Inner {
     progressive: bool,
     /// Answer rows last to first (ADX promises no order).
     reverse_rows: bool,
+    /// Refuse requests that send `truncationmaxrecords`.
+    forbid_truncation_max_records: bool,
+    /// Queries answered from generated tables, for their order.
+    generated_queries: u64,
     /// When set, requests without `Authorization: Bearer <this>` get 401.
     token: Option<String>,
     /// The managed-identity token endpoint: what it hands out.
@@ -177,11 +220,46 @@ impl KustoServer {
                 .map(|(n, t)| (n.to_string(), t.to_string()))
                 .collect(),
             rows: Vec::new(),
+            generated: None,
             ingestion_time_policy: Some(true),
         };
         self.lock()
             .tables
             .insert((database.to_string(), table.to_string()), t);
+    }
+
+    /// Creates (or replaces) a table of `rows` rows made by `row` when
+    /// asked for, all ingested at `ingestion`.
+    pub fn create_generated_table(
+        &self,
+        database: &str,
+        table: &str,
+        columns: &[(&str, &str)],
+        rows: usize,
+        ingestion: i64,
+        row: RowFn,
+    ) {
+        let t = Table {
+            columns: columns
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect(),
+            rows: Vec::new(),
+            generated: Some(Generated {
+                rows,
+                ingestion,
+                row,
+            }),
+            ingestion_time_policy: Some(true),
+        };
+        self.lock()
+            .tables
+            .insert((database.to_string(), table.to_string()), t);
+    }
+
+    /// Refuse (HTTP 400) any query that sends `truncationmaxrecords`.
+    pub fn forbid_truncation_max_records(&self, on: bool) {
+        self.lock().forbid_truncation_max_records = on;
     }
 
     /// `Some(enabled)`: set explicitly; `None`: never set.
@@ -206,6 +284,7 @@ impl KustoServer {
             .tables
             .get_mut(&(database.to_string(), table.to_string()))
             .expect("no such table");
+        assert!(t.generated.is_none(), "a generated table takes no rows");
         for row in rows {
             assert_eq!(
                 row.len(),
@@ -491,36 +570,67 @@ async fn query(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     if let Some(r) = apply_fault(&fault).await {
         return r;
     }
-    if let Some(Fault::TooLarge) = fault {
-        set_outcome(&inner, index, 200, 0);
-        return v2_response(&[], &[], false, Some(limit_error(0)));
+    let forbidden = inner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .forbid_truncation_max_records;
+    if forbidden && !request.options["truncationmaxrecords"].is_null() {
+        set_outcome(&inner, index, 400, 0);
+        return error_response(
+            400,
+            "General_BadRequest",
+            "the request sets truncationmaxrecords: a window read as a stream must not be cut (send notruncation)",
+            None,
+        );
     }
-    let (result, reverse) = {
-        let g = inner.lock().unwrap_or_else(|p| p.into_inner());
-        (run_query(&g.tables, &request), g.reverse_rows)
+    if let Some(Fault::TooLarge) = fault {
+        let shape = AnswerShape {
+            progressive: false,
+            end_error: Some(limit_error(0)),
+            break_after: None,
+            max_records: None,
+            max_bytes: None,
+        };
+        return stream_answer(
+            inner,
+            index,
+            Vec::new(),
+            Box::new(std::iter::empty()),
+            shape,
+        );
+    }
+    let prepared = {
+        let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+        let seed = g.generated_queries;
+        g.generated_queries += 1;
+        prepare_query(&g.tables, &request, g.reverse_rows, seed)
     };
-    let (columns, mut rows) = match result {
+    let (columns, rows) = match prepared {
         Ok(r) => r,
         Err(message) => {
             set_outcome(&inner, index, 400, 0);
             return error_response(400, "General_BadRequest", &message, None);
         }
     };
-    if reverse {
-        rows.reverse();
-    }
-    let mut end_error = match fault {
-        Some(Fault::ErrorAtEnd(m)) => Some(one_api_error("InternalServiceError", &m)),
-        _ => None,
+    let truncated = request.options["notruncation"].as_bool() != Some(true);
+    let shape = AnswerShape {
+        progressive,
+        end_error: match &fault {
+            Some(Fault::ErrorAtEnd(m)) => Some(one_api_error("InternalServiceError", m)),
+            _ => None,
+        },
+        break_after: match &fault {
+            Some(Fault::BreakAfterRows(n)) => Some(*n),
+            _ => None,
+        },
+        max_records: truncated.then(|| {
+            request.options["truncationmaxrecords"]
+                .as_u64()
+                .unwrap_or(DEFAULT_MAX_RECORDS)
+        }),
+        max_bytes: truncated.then_some(DEFAULT_MAX_BYTES),
     };
-    if let Some(max) = request.options["truncationmaxrecords"].as_u64()
-        && rows.len() as u64 > max
-    {
-        rows.truncate(max as usize);
-        end_error = Some(limit_error(max));
-    }
-    set_outcome(&inner, index, 200, rows.len());
-    v2_response(&columns, &rows, progressive, end_error)
+    stream_answer(inner, index, columns, rows, shape)
 }
 
 async fn management(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -634,6 +744,16 @@ fn one_api_error(code: &str, message: &str) -> Value {
     }})
 }
 
+fn size_limit_error(max: u64) -> Value {
+    json!({"error": {
+        "code": "LimitsExceeded",
+        "message": "Request is invalid and cannot be executed.",
+        "@type": "Kusto.Data.Exceptions.KustoServicePartialQueryFailureLimitsExceededException",
+        "@message": format!("Query execution has exceeded the allowed limits (80DA0003): Query result set has exceeded the internal data size limit {max} (E_QUERY_RESULT_SET_TOO_LARGE). See https://aka.ms/kustoquerylimits for more information."),
+        "@permanent": true,
+    }})
+}
+
 fn limit_error(max: u64) -> Value {
     json!({"error": {
         "code": "LimitsExceeded",
@@ -644,60 +764,204 @@ fn limit_error(max: u64) -> Value {
     }})
 }
 
-/// A v2 frame stream, one frame per line as ADX writes it.
-fn v2_response(
-    columns: &[(String, String)],
-    rows: &[Vec<Value>],
+/// How an answer is written.
+struct AnswerShape {
     progressive: bool,
+    /// Sent in `OneApiErrors` at the end, with `HasErrors`.
     end_error: Option<Value>,
+    /// The connection is dropped after this many rows.
+    break_after: Option<usize>,
+    /// ADX's result truncation: over this, the rows stop and the answer
+    /// ends with a limits error.
+    max_records: Option<u64>,
+    max_bytes: Option<u64>,
+}
+
+/// Rows as they are computed; an error stops them (the answer then ends
+/// with it, as ADX reports a failure found while the rows stream).
+type RowIter = Box<dyn Iterator<Item = Result<Vec<Value>, String>> + Send>;
+
+/// A v2 frame stream, one frame per line as ADX writes it, written by a
+/// thread of its own a piece at a time, as fast as the client reads.
+fn stream_answer(
+    inner: Shared,
+    index: usize,
+    columns: Vec<(String, String)>,
+    rows: RowIter,
+    shape: AnswerShape,
 ) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    std::thread::spawn(move || {
+        let mut out = Pieces {
+            tx,
+            text: String::with_capacity(PIECE_BYTES + 4096),
+        };
+        write_answer(&inner, index, &columns, rows, shape, &mut out);
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    (
+        [("content-type", "application/json; charset=utf-8")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// The body being written, in pieces.
+struct Pieces {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    text: String,
+}
+
+impl Pieces {
+    /// False when the client is gone.
+    fn flush(&mut self) -> bool {
+        if self.text.is_empty() {
+            return true;
+        }
+        let piece = Bytes::from(std::mem::take(&mut self.text).into_bytes());
+        self.tx.blocking_send(Ok(piece)).is_ok()
+    }
+
+    fn push(&mut self, text: &str) -> bool {
+        self.text.push_str(text);
+        self.text.len() < PIECE_BYTES || self.flush()
+    }
+
+    /// Breaks the body off: the connection is dropped mid-answer.
+    fn break_off(&mut self) {
+        if self.flush() {
+            let _ = self.tx.blocking_send(Err(std::io::Error::other(
+                "the test server breaks the answer off",
+            )));
+        }
+    }
+}
+
+fn write_answer(
+    inner: &Shared,
+    index: usize,
+    columns: &[(String, String)],
+    rows: RowIter,
+    shape: AnswerShape,
+    out: &mut Pieces,
+) {
     let cols: Vec<Value> = columns
         .iter()
         .map(|(n, t)| json!({"ColumnName": n, "ColumnType": t}))
         .collect();
-    let mut frames = vec![json!({
+    let header = json!({
         "FrameType": "DataSetHeader",
-        "IsProgressive": progressive,
+        "IsProgressive": shape.progressive,
         "Version": "v2.0",
-        "IsFragmented": progressive,
+        "IsFragmented": shape.progressive,
         "ErrorReportingPlacement": "EndOfTable",
-    })];
-    frames.push(json!({
+    });
+    let properties = json!({
         "FrameType": "DataTable", "TableId": 0, "TableKind": "QueryProperties",
         "TableName": "@ExtendedProperties",
         "Columns": [{"ColumnName":"TableId","ColumnType":"int"},{"ColumnName":"Key","ColumnType":"string"},{"ColumnName":"Value","ColumnType":"dynamic"}],
         "Rows": [[1, "Visualization", "{\"Visualization\":null}"]],
-    }));
-    if progressive {
-        frames.push(json!({"FrameType": "TableHeader", "TableId": 1, "TableKind": "PrimaryResult", "TableName": "PrimaryResult", "Columns": cols}));
-        for (i, chunk) in rows.chunks(3).enumerate() {
-            frames.push(json!({"FrameType": "TableFragment", "TableFragmentType": "DataAppend", "TableId": 1, "Rows": chunk}));
-            frames.push(json!({"FrameType": "TableProgress", "TableId": 1, "TableProgress": ((i + 1) * 3 * 100 / rows.len().max(1)).min(100) as f64}));
-        }
-        frames.push(json!({"FrameType": "TableCompletion", "TableId": 1, "RowCount": rows.len()}));
+    });
+    let primary = if shape.progressive {
+        json!({"FrameType": "TableHeader", "TableId": 1, "TableKind": "PrimaryResult", "TableName": "PrimaryResult", "Columns": cols})
     } else {
-        frames.push(json!({"FrameType": "DataTable", "TableId": 1, "TableKind": "PrimaryResult", "TableName": "PrimaryResult", "Columns": cols, "Rows": rows}));
+        json!({"FrameType": "DataTable", "TableId": 1, "TableKind": "PrimaryResult", "TableName": "PrimaryResult", "Columns": cols})
+    };
+    let mut head = format!("[{header}\n,{properties}\n,");
+    if shape.progressive {
+        head.push_str(&primary.to_string());
+    } else {
+        // The frame's `Rows` stays open for the rows that follow.
+        let text = primary.to_string();
+        head.push_str(&text[..text.len() - 1]);
+        head.push_str(",\"Rows\":[");
     }
-    frames.push(json!({
+    if !out.push(&head) {
+        return;
+    }
+    let mut end_error = shape.end_error;
+    let (mut count, mut bytes, mut in_fragment) = (0usize, 0u64, 0usize);
+    let fragment = "\n,{\"FrameType\":\"TableFragment\",\"TableFragmentType\":\"DataAppend\",\"TableId\":1,\"Rows\":[";
+    for row in rows {
+        if shape.break_after == Some(count) {
+            break;
+        }
+        let row = match row {
+            Ok(row) => row,
+            Err(message) => {
+                end_error = Some(one_api_error("General_BadRequest", &message));
+                break;
+            }
+        };
+        if shape.max_records.is_some_and(|max| count as u64 >= max) {
+            end_error = Some(limit_error(count as u64));
+            break;
+        }
+        let text = Value::Array(row).to_string();
+        if let Some(max) = shape.max_bytes
+            && bytes + text.len() as u64 > max
+        {
+            end_error = Some(size_limit_error(max));
+            break;
+        }
+        bytes += text.len() as u64;
+        let separator = match (shape.progressive, in_fragment, count) {
+            (true, 0, _) => fragment,
+            (_, _, 0) => "",
+            _ => ",",
+        };
+        out.text.push_str(separator);
+        let mut fits = out.push(&text);
+        count += 1;
+        if shape.progressive {
+            in_fragment += 1;
+            if in_fragment == 3 {
+                in_fragment = 0;
+                let progress =
+                    json!({"FrameType": "TableProgress", "TableId": 1, "TableProgress": 50.0});
+                fits = out.push(&format!("]}}\n,{progress}"));
+            }
+        }
+        if out.text.is_empty() {
+            // A piece went out: the rows written so far are on record.
+            set_outcome(inner, index, 200, count);
+        }
+        if !fits {
+            return;
+        }
+    }
+    if shape.break_after.is_some_and(|n| count >= n) {
+        set_outcome(inner, index, 200, count);
+        out.break_off();
+        return;
+    }
+    let mut tail = String::new();
+    if shape.progressive {
+        if in_fragment > 0 {
+            tail.push_str("]}");
+        }
+        let done = json!({"FrameType": "TableCompletion", "TableId": 1, "RowCount": count});
+        tail.push_str(&format!("\n,{done}"));
+    } else {
+        tail.push_str("]}");
+    }
+    let information = json!({
         "FrameType": "DataTable", "TableId": 2, "TableKind": "QueryCompletionInformation",
         "TableName": "QueryCompletionInformation",
         "Columns": [{"ColumnName":"Timestamp","ColumnType":"datetime"},{"ColumnName":"ClientRequestId","ColumnType":"string"},{"ColumnName":"StatusCode","ColumnType":"int"},{"ColumnName":"StatusDescription","ColumnType":"string"}],
         "Rows": [[format_ticks(now_ticks()), "", 0, "Query completed successfully"]],
-    }));
+    });
     let mut done = json!({"FrameType": "DataSetCompletion", "HasErrors": end_error.is_some(), "Cancelled": false});
     if let Some(e) = end_error {
         done["OneApiErrors"] = json!([e]);
     }
-    frames.push(done);
-    let mut text = String::from("[");
-    for (i, f) in frames.iter().enumerate() {
-        if i > 0 {
-            text.push_str("\n,");
-        }
-        text.push_str(&f.to_string());
+    tail.push_str(&format!("\n,{information}\n,{done}\n]"));
+    set_outcome(inner, index, 200, count);
+    if out.push(&tail) {
+        out.flush();
     }
-    text.push_str("\n]");
-    ([("content-type", "application/json; charset=utf-8")], text).into_response()
 }
 
 // ---- the KQL subset -----------------------------------------------------------
@@ -789,16 +1053,334 @@ fn declared(
     Ok((values, after.to_string()))
 }
 
-struct Rows {
+/// A query's operators after the table, checked against the columns each
+/// one sees.
+struct Plan {
+    steps: Vec<Step>,
+    /// The columns of the result.
     columns: Vec<(String, String)>,
-    rows: Vec<(i64, Vec<Value>)>,
 }
 
-#[allow(clippy::type_complexity)]
-fn run_query(
+struct Step {
+    stage: Stage,
+    /// The columns the stage sees.
+    columns: Vec<(String, String)>,
+}
+
+enum Stage {
+    Where(Vec<String>),
+    /// `project` and `project-away`: the columns kept, in order.
+    Project(Vec<usize>),
+    Extend(Added),
+    OrderBy {
+        column: usize,
+        descending: bool,
+    },
+    Count,
+    Take(usize),
+    GetSchema,
+}
+
+enum Added {
+    Text(String),
+    /// `hash_xxhash64(tostring(pack_array(...)))`, or of `pack_all()`
+    /// (`None`).
+    Hash(Option<Vec<usize>>),
+}
+
+impl Stage {
+    /// Whether the stage needs all rows at once.
+    fn whole(&self) -> bool {
+        matches!(self, Stage::Count | Stage::Take(_) | Stage::GetSchema)
+    }
+}
+
+impl Plan {
+    fn new(mut columns: Vec<(String, String)>, stages: &[String]) -> Result<Plan, String> {
+        let mut steps = Vec::new();
+        for stage in stages {
+            let (op, arg) = stage.split_once(char::is_whitespace).unwrap_or((stage, ""));
+            let arg = arg.trim();
+            let before = columns.clone();
+            let stage = match op {
+                "where" => Stage::Where(split_and(arg)),
+                "project" => {
+                    let mut idx = Vec::new();
+                    for name in split_top(arg, ',') {
+                        idx.push(column_index(&columns, &unquote(&name)?)?);
+                    }
+                    columns = idx.iter().map(|&i| columns[i].clone()).collect();
+                    Stage::Project(idx)
+                }
+                "project-away" => {
+                    let mut away = Vec::new();
+                    for name in split_top(arg, ',') {
+                        away.push(column_index(&columns, &unquote(&name)?)?);
+                    }
+                    let kept: Vec<usize> =
+                        (0..columns.len()).filter(|i| !away.contains(i)).collect();
+                    columns = kept.iter().map(|&i| columns[i].clone()).collect();
+                    Stage::Project(kept)
+                }
+                "extend" => {
+                    let (name, value) = arg
+                        .split_once('=')
+                        .ok_or_else(|| format!("Syntax error: extend `{arg}`"))?;
+                    let name = unquote(name.trim())?;
+                    let (added, ty) = extension(&columns, value.trim())?;
+                    columns.push((name, ty.to_string()));
+                    Stage::Extend(added)
+                }
+                "order" | "sort" => {
+                    let by = arg
+                        .strip_prefix("by ")
+                        .ok_or_else(|| format!("Syntax error: {op} `{arg}`"))?
+                        .trim();
+                    let (name, direction) = by.split_once(' ').unwrap_or((by, "desc"));
+                    let descending = match direction.trim() {
+                        "asc" => false,
+                        "desc" => true,
+                        other => {
+                            return Err(format!(
+                                "the test server orders by one column, asc or desc, not `{other}`"
+                            ));
+                        }
+                    };
+                    Stage::OrderBy {
+                        column: column_index(&columns, &unquote(name.trim())?)?,
+                        descending,
+                    }
+                }
+                "count" => {
+                    columns = vec![("Count".into(), "long".into())];
+                    Stage::Count
+                }
+                "take" | "limit" => Stage::Take(
+                    arg.parse()
+                        .map_err(|_| format!("Syntax error: take `{arg}`"))?,
+                ),
+                "getschema" => {
+                    columns = vec![
+                        ("ColumnName".into(), "string".into()),
+                        ("ColumnOrdinal".into(), "int".into()),
+                        ("DataType".into(), "string".into()),
+                        ("ColumnType".into(), "string".into()),
+                    ];
+                    Stage::GetSchema
+                }
+                other => {
+                    return Err(format!(
+                        "Syntax error: the test server does not run `{other}`"
+                    ));
+                }
+            };
+            steps.push(Step {
+                stage,
+                columns: before,
+            });
+        }
+        Ok(Plan { steps, columns })
+    }
+}
+
+/// What `extend` adds, and its type.
+fn extension(columns: &[(String, String)], value: &str) -> Result<(Added, &'static str), String> {
+    if let Some(text) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        return Ok((Added::Text(text.to_string()), "string"));
+    }
+    let packed = value
+        .strip_prefix("hash_xxhash64(tostring(")
+        .and_then(|v| v.strip_suffix("))"))
+        .ok_or_else(|| {
+            format!("the test server extends by string literals and hash_xxhash64(tostring(pack_array(...) or pack_all())) only, not `{value}`")
+        })?;
+    if packed == "pack_all()" {
+        return Ok((Added::Hash(None), "long"));
+    }
+    let list = packed
+        .strip_prefix("pack_array(")
+        .and_then(|v| v.strip_suffix(')'))
+        .ok_or_else(|| {
+            format!("the test server packs with pack_array or pack_all, not `{packed}`")
+        })?;
+    let mut idx = Vec::new();
+    for name in split_top(list, ',') {
+        idx.push(column_index(columns, &unquote(&name)?)?);
+    }
+    Ok((Added::Hash(Some(idx)), "long"))
+}
+
+/// A stable 64-bit hash of a row's text (std's SipHash with its fixed
+/// keys), standing in for ADX's xxhash64: only the order it gives matters.
+fn text_hash(text: &str) -> i64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(text.as_bytes());
+    h.finish() as i64
+}
+
+/// Runs a plan on rows, one at a time where the stages allow.
+struct Eval {
+    plan: Plan,
+    params: HashMap<String, Scalar>,
+    /// Ingestion times are kept.
+    policy: bool,
+}
+
+impl Eval {
+    /// A stage that looks at one row at a time.
+    fn row_step(
+        &self,
+        step: &Step,
+        ingestion: i64,
+        mut row: Vec<Value>,
+    ) -> Result<Option<Vec<Value>>, String> {
+        match &step.stage {
+            Stage::Where(terms) => {
+                for t in terms {
+                    if !eval_term(t, &step.columns, ingestion, self.policy, &row, &self.params)? {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(row))
+            }
+            Stage::Project(idx) => Ok(Some(idx.iter().map(|&i| row[i].clone()).collect())),
+            Stage::Extend(Added::Text(text)) => {
+                row.push(Value::from(text.as_str()));
+                Ok(Some(row))
+            }
+            Stage::Extend(Added::Hash(idx)) => {
+                let text = match idx {
+                    Some(idx) => {
+                        Value::Array(idx.iter().map(|&i| row[i].clone()).collect()).to_string()
+                    }
+                    None => {
+                        let bag: serde_json::Map<String, Value> = step
+                            .columns
+                            .iter()
+                            .zip(&row)
+                            .map(|((n, _), v)| (n.clone(), v.clone()))
+                            .collect();
+                        Value::Object(bag).to_string()
+                    }
+                };
+                row.push(json!(text_hash(&text)));
+                Ok(Some(row))
+            }
+            Stage::OrderBy { .. } => Ok(Some(row)),
+            Stage::Count | Stage::Take(_) | Stage::GetSchema => {
+                Err("the test server cannot run this stage row by row".to_string())
+            }
+        }
+    }
+
+    /// `steps` on one row, `None` when it is filtered out.
+    fn row_steps(
+        &self,
+        steps: &[Step],
+        ingestion: i64,
+        row: Vec<Value>,
+    ) -> Result<Option<Vec<Value>>, String> {
+        let mut row = Some(row);
+        for step in steps {
+            let Some(r) = row.take() else { break };
+            row = self.row_step(step, ingestion, r)?;
+        }
+        Ok(row)
+    }
+
+    /// All rows at once: for stored tables, and for stages that need them.
+    fn materialize(&self, mut rows: Vec<(i64, Vec<Value>)>) -> Result<Vec<Vec<Value>>, String> {
+        for step in &self.plan.steps {
+            match &step.stage {
+                Stage::OrderBy { column, descending } => {
+                    let ty = step.columns[*column].1.clone();
+                    let key = |row: &[Value]| scalar(&ty, &row[*column]);
+                    let mut keyed: Vec<(Scalar, (i64, Vec<Value>))> =
+                        rows.into_iter().map(|r| (key(&r.1), r)).collect();
+                    keyed.sort_by(|a, b| compare(&a.0, &b.0, *descending));
+                    rows = keyed.into_iter().map(|(_, r)| r).collect();
+                }
+                Stage::Count => rows = vec![(0, vec![json!(rows.len())])],
+                Stage::Take(n) => rows.truncate(*n),
+                Stage::GetSchema => {
+                    rows = step
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (n, t))| {
+                            (0, vec![json!(n), json!(i), json!(clr_type(t)), json!(t)])
+                        })
+                        .collect();
+                }
+                _ => {
+                    let mut kept = Vec::with_capacity(rows.len());
+                    for (ing, row) in rows {
+                        if let Some(row) = self.row_step(step, ing, row)? {
+                            kept.push((ing, row));
+                        }
+                    }
+                    rows = kept;
+                }
+            }
+        }
+        Ok(rows.into_iter().map(|(_, r)| r).collect())
+    }
+}
+
+/// Kusto's order: nulls first ascending, last descending; ties keep their
+/// order.
+fn compare(a: &Scalar, b: &Scalar, descending: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let ascending = match (a, b) {
+        (Scalar::Null, Scalar::Null) => Ordering::Equal,
+        (Scalar::Null, _) => Ordering::Less,
+        (_, Scalar::Null) => Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(Ordering::Equal),
+    };
+    if descending {
+        ascending.reverse()
+    } else {
+        ascending
+    }
+}
+
+/// A stored value of a column of type `ty`, for comparisons.
+fn scalar(ty: &str, v: &Value) -> Scalar {
+    match (ty, v) {
+        (_, Value::Null) => Scalar::Null,
+        ("datetime", Value::String(s)) => parse_ticks(s).map_or(Scalar::Null, Scalar::Ticks),
+        (_, Value::Number(n)) => Scalar::Number(n.as_f64().unwrap_or(f64::NAN)),
+        (_, Value::String(s)) => Scalar::Text(s.clone()),
+        (_, other) => Scalar::Text(other.to_string()),
+    }
+}
+
+/// Row `i` of `0..n` in a different order for each `seed`: `a·i + b mod n`
+/// with `a` prime to `n`.
+fn shuffled(n: usize, seed: u64) -> impl Fn(usize) -> usize + Send + 'static {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let n = n.max(1);
+    let mut a = (n / 2 + 1 + (seed as usize).wrapping_mul(7919)) % n;
+    while a == 0 || gcd(a, n) != 1 {
+        a = (a + 1) % n;
+        if n == 1 {
+            a = 1;
+            break;
+        }
+    }
+    let b = (seed as usize).wrapping_mul(104_729) % n;
+    move |i| (a.wrapping_mul(i) % n + b) % n
+}
+
+/// The table a query reads and its rows as they are computed.
+fn prepare_query(
     tables: &HashMap<(String, String), Table>,
     request: &Request,
-) -> Result<(Vec<(String, String)>, Vec<Vec<Value>>), String> {
+    reverse: bool,
+    seed: u64,
+) -> Result<(Vec<(String, String)>, RowIter), String> {
     let (params, body) = declared(&request.csl, &request.parameters)?;
     let body = body.trim().trim_end_matches(';');
     let stages = split_top(body, '|');
@@ -811,99 +1393,78 @@ fn run_query(
                 request.database
             )
         })?;
-    let mut data = Rows {
-        columns: table.columns.clone(),
-        rows: table.rows.clone(),
+    let eval = Eval {
+        plan: Plan::new(table.columns.clone(), &stages[1..])?,
+        params,
+        policy: table.ingestion_time_policy != Some(false),
     };
-    let policy = table.ingestion_time_policy != Some(false);
-    for stage in &stages[1..] {
-        let (op, arg) = stage.split_once(char::is_whitespace).unwrap_or((stage, ""));
-        let arg = arg.trim();
-        match op {
-            "where" => {
-                let terms = split_and(arg);
-                let mut kept = Vec::new();
-                for (ing, row) in data.rows {
-                    let mut all = true;
-                    for t in &terms {
-                        if !eval_term(t, &data.columns, ing, policy, &row, &params)? {
-                            all = false;
-                            break;
-                        }
+    let columns = eval.plan.columns.clone();
+    let Some(generated) = table.generated.clone() else {
+        let mut rows = table.rows.clone();
+        if reverse {
+            rows.reverse();
+        }
+        let rows = eval.materialize(rows)?;
+        return Ok((columns, Box::new(rows.into_iter().map(Ok))));
+    };
+    let Generated {
+        rows: n,
+        ingestion,
+        row: make,
+    } = generated;
+    let order = shuffled(n, seed);
+    if eval.plan.steps.iter().any(|s| s.stage.whole()) {
+        let rows = (0..n).map(|i| (ingestion, make(order(i)))).collect();
+        let rows = eval.materialize(rows)?;
+        return Ok((columns, Box::new(rows.into_iter().map(Ok))));
+    }
+    let eval = Arc::new(eval);
+    let sort_at = eval
+        .plan
+        .steps
+        .iter()
+        .position(|s| matches!(s.stage, Stage::OrderBy { .. }));
+    let Some(k) = sort_at else {
+        let rows = (0..n).filter_map(move |i| {
+            eval.row_steps(&eval.plan.steps, ingestion, make(order(i)))
+                .transpose()
+        });
+        return Ok((columns, Box::new(rows)));
+    };
+    // The sort keeps one key per row, then makes each row again in order;
+    // it runs on the writer's thread, when the first row is asked for.
+    let rows = std::iter::once(()).flat_map(move |()| -> RowIter {
+        let Stage::OrderBy { column, descending } = eval.plan.steps[k].stage else {
+            return Box::new(std::iter::empty());
+        };
+        let mut keys: Vec<(i64, u32)> = Vec::new();
+        for i in 0..n {
+            let source = order(i);
+            match eval.row_steps(&eval.plan.steps[..k], ingestion, make(source)) {
+                Ok(Some(row)) => match row[column].as_i64() {
+                    Some(key) => keys.push((key, source as u32)),
+                    None => {
+                        return Box::new(std::iter::once(Err(
+                            "the test server orders generated tables by long columns only"
+                                .to_string(),
+                        )));
                     }
-                    if all {
-                        kept.push((ing, row));
-                    }
-                }
-                data.rows = kept;
-            }
-            "project" => {
-                let mut idx = Vec::new();
-                for name in split_top(arg, ',') {
-                    let name = unquote(&name)?;
-                    let i = column_index(&data.columns, &name)?;
-                    idx.push(i);
-                }
-                data.columns = idx.iter().map(|&i| data.columns[i].clone()).collect();
-                data.rows = data
-                    .rows
-                    .into_iter()
-                    .map(|(ing, row)| (ing, idx.iter().map(|&i| row[i].clone()).collect()))
-                    .collect();
-            }
-            "extend" => {
-                let (name, value) = arg
-                    .split_once('=')
-                    .ok_or_else(|| format!("Syntax error: extend `{arg}`"))?;
-                let name = unquote(name.trim())?;
-                let value = value.trim();
-                let text = value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .ok_or_else(|| {
-                        format!("the test server extends by string literals only, not `{value}`")
-                    })?;
-                data.columns.push((name, "string".into()));
-                for (_, row) in &mut data.rows {
-                    row.push(Value::from(text));
-                }
-            }
-            "count" => {
-                let n = data.rows.len();
-                data.columns = vec![("Count".into(), "long".into())];
-                data.rows = vec![(0, vec![json!(n)])];
-            }
-            "take" | "limit" => {
-                let n: usize = arg
-                    .parse()
-                    .map_err(|_| format!("Syntax error: take `{arg}`"))?;
-                data.rows.truncate(n);
-            }
-            "getschema" => {
-                let cols = std::mem::take(&mut data.columns);
-                data.columns = vec![
-                    ("ColumnName".into(), "string".into()),
-                    ("ColumnOrdinal".into(), "int".into()),
-                    ("DataType".into(), "string".into()),
-                    ("ColumnType".into(), "string".into()),
-                ];
-                data.rows = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (n, t))| (0, vec![json!(n), json!(i), json!(clr_type(t)), json!(t)]))
-                    .collect();
-            }
-            other => {
-                return Err(format!(
-                    "Syntax error: the test server does not run `{other}`"
-                ));
+                },
+                Ok(None) => {}
+                Err(e) => return Box::new(std::iter::once(Err(e))),
             }
         }
-    }
-    Ok((
-        data.columns,
-        data.rows.into_iter().map(|(_, r)| r).collect(),
-    ))
+        keys.sort_unstable();
+        if descending {
+            keys.reverse();
+        }
+        let (eval, make) = (eval.clone(), make.clone());
+        Box::new(keys.into_iter().filter_map(move |(_, source)| {
+            let row = make(source as usize);
+            eval.row_steps(&eval.plan.steps, ingestion, row).transpose()
+        }))
+    });
+    Ok((columns, Box::new(rows)))
 }
 
 fn clr_type(kusto: &str) -> &'static str {

@@ -24,8 +24,10 @@ pub struct Timeouts {
     pub connect: Duration,
     /// Between two reads; a trickle that keeps this alive is cut by `total`.
     pub read: Duration,
-    /// The whole request, from connecting to the last byte of the body.
-    pub total: Duration,
+    /// The whole request, from connecting to the last byte of the body;
+    /// `None` for a stream, which may go on as long as it keeps coming
+    /// (`read` still bounds each silence).
+    pub total: Option<Duration>,
 }
 
 impl Timeouts {
@@ -35,7 +37,7 @@ impl Timeouts {
         Timeouts {
             connect: CONNECT_TIMEOUT.min(total),
             read: READ_TIMEOUT.min(total),
-            total,
+            total: Some(total),
         }
     }
 
@@ -45,7 +47,20 @@ impl Timeouts {
         Timeouts {
             connect: CONNECT_TIMEOUT.min(total),
             read: total,
-            total,
+            total: Some(total),
+        }
+    }
+
+    /// For a response read as a stream, for as long as it keeps coming: the
+    /// server may be silent for up to `silence` at any point (a Kusto query
+    /// thinks for up to its `servertimeout` before its first byte, and a
+    /// body is read only as fast as its consumer takes it), with no bound
+    /// on the whole.
+    pub fn streaming(silence: Duration) -> Timeouts {
+        Timeouts {
+            connect: CONNECT_TIMEOUT.min(silence),
+            read: silence,
+            total: None,
         }
     }
 }
@@ -110,8 +125,10 @@ pub fn build(spec: ClientSpec<'_>) -> Result<reqwest::Client, NetError> {
         .user_agent(USER_AGENT)
         .connect_timeout(t.connect)
         .read_timeout(t.read)
-        .timeout(t.total)
         .redirect(redirect::policy(spec.redirects, spec.purpose));
+    if let Some(total) = t.total {
+        builder = builder.timeout(total);
+    }
     for pem in &spec.tls.roots {
         let certs = reqwest::Certificate::from_pem_bundle(&pem.bytes)
             .map_err(|e| NetError::Tls(format!("{}: {}", pem.origin, error_chain(&e))))?;
@@ -165,6 +182,8 @@ mod tests {
         assert_eq!((t.connect, t.read), (CONNECT_TIMEOUT, READ_TIMEOUT));
         let t = Timeouts::slow_first_byte(Duration::from_secs(120));
         assert_eq!(t.read, Duration::from_secs(120));
+        let t = Timeouts::streaming(Duration::from_secs(120));
+        assert_eq!((t.read, t.total), (Duration::from_secs(120), None));
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! frame is read correctly, only with a second scan of its rows.
 
 use std::fmt;
+use std::io::{BufReader, Read};
 
 use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
@@ -32,6 +33,9 @@ use super::local_table::BadRow;
 use crate::wit::{Batch, BatchContext, KustoType};
 
 const PRIMARY_RESULT: &str = "PrimaryResult";
+/// What a streamed response is read through: serde_json asks for it one
+/// byte at a time, so the reads must come from a buffer.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// [`parse_v2`] on bytes: UTF-8 is checked here, once for the whole body,
 /// so the JSON reader does not check every string again.
@@ -55,7 +59,7 @@ pub fn parse_v2_bytes(
 /// has no `DataSetCompletion` (cut short), has no primary result, or holds a
 /// row or value that does not fit its columns.
 pub fn parse_v2(origin: &str, body: &str, context: BatchContext) -> Result<Batch, InputError> {
-    parse(origin, body, context, false).map(|(batch, _)| batch)
+    whole(origin, body, context, false).map(|(batch, _)| batch)
 }
 
 /// [`parse_v2_bytes`] for query results: a row that does not fit its
@@ -69,61 +73,95 @@ pub fn parse_v2_skipping_bad_rows(
     let body = std::str::from_utf8(bytes).map_err(|e| {
         InputError::format(origin, format!("not a Kusto v2 response: not UTF-8 ({e})"))
     })?;
-    parse(origin, body, context, true)
+    whole(origin, body, context, true)
 }
 
-fn parse(
+/// How a chunked parse ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// The response was read to its end and reported no error; every row
+    /// was handed on.
+    Complete,
+    /// The sink asked to stop; the rest of the response was not read.
+    Stopped,
+}
+
+/// The primary result of a v2 response read from `reader` as it arrives,
+/// handed to `sink` in order as batches covering `max_rows` rows of the
+/// response each (rows that do not fit their columns are left out of the
+/// batch and handed on beside it as [`BadRow`]s, as by
+/// [`parse_v2_skipping_bad_rows`]). Neither the response nor more than one
+/// batch of rows is held: memory stays bounded whatever the result's size.
+///
+/// `sink` returns whether to go on. The last batch (the rest, or an empty
+/// one when the result has no rows, so its columns are still told) is
+/// handed on only once the whole response was read and reported no error:
+/// an error at the end fails the parse after the earlier batches went out,
+/// so the caller must treat every batch as provisional until `Complete`.
+///
+/// The frames are read as by [`parse_v2`], with one difference: a
+/// `DataReplace` fragment after rows were handed on fails the parse (they
+/// cannot be taken back; the host never asks for progressive results).
+pub fn parse_v2_chunks<R: Read>(
+    origin: &str,
+    reader: R,
+    context: &BatchContext,
+    max_rows: usize,
+    sink: &mut dyn FnMut(Batch, Vec<BadRow>) -> bool,
+) -> Result<Parsed, InputError> {
+    let mut state = State::new(origin, true, false, context, max_rows.max(1), sink);
+    let mut de =
+        serde_json::Deserializer::from_reader(BufReader::with_capacity(READ_BUFFER, reader));
+    let parsed = Frames(&mut state)
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    state.finish(parsed)
+}
+
+/// The whole primary result as one batch.
+fn whole(
     origin: &str,
     body: &str,
     context: BatchContext,
     skip_bad_rows: bool,
 ) -> Result<(Batch, Vec<BadRow>), InputError> {
-    let mut state = State {
-        origin,
-        primary: None,
-        completed: false,
-        failure: None,
-        skip_bad_rows,
+    let mut result = None;
+    let mut keep = |batch: Batch, bad_rows: Vec<BadRow>| {
+        result = Some((batch, bad_rows));
+        true
     };
+    let mut state = State::new(origin, skip_bad_rows, true, &context, usize::MAX, &mut keep);
     let mut de = serde_json::Deserializer::from_str(body);
     let parsed = Frames(&mut state)
         .deserialize(&mut de)
         .and_then(|()| de.end());
-    if let Err(e) = parsed {
-        // The serde error only carries a marker when a visitor stopped on
-        // purpose; the real error waits in `failure`.
-        return Err(state.failure.take().unwrap_or_else(|| {
-            let hint = if e.is_eof() {
-                " (the response is cut short)"
-            } else {
-                ""
-            };
-            InputError::format(origin, format!("not a Kusto v2 response: {e}{hint}"))
-        }));
-    }
-    if !state.completed {
-        return Err(InputError::format(
-            origin,
-            "the response ends without a DataSetCompletion frame (cut short?)",
-        ));
-    }
-    let primary = state.primary.ok_or_else(|| {
-        InputError::format(origin, "the response has no table of kind PrimaryResult")
-    })?;
-    Ok((
-        primary.builder.finish(context),
-        primary.bad_rows.unwrap_or_default(),
-    ))
+    state.finish(parsed)?;
+    result.ok_or_else(|| InputError::format(origin, "the response gave no rows (internal)"))
 }
 
-struct State<'o> {
-    origin: &'o str,
+struct State<'a, 's> {
+    origin: &'a str,
     primary: Option<Primary>,
     completed: bool,
     /// The error that stopped the parse; serde's own error type cannot
     /// carry an [`InputError`].
     failure: Option<InputError>,
     skip_bad_rows: bool,
+    /// The input is one `&str`, so raw values may borrow from it; a
+    /// reader's bytes are gone once read.
+    borrowed: bool,
+    emit: Emit<'a, 's>,
+}
+
+/// Where finished rows go.
+struct Emit<'a, 's> {
+    context: &'a BatchContext,
+    max_rows: usize,
+    sink: &'s mut dyn FnMut(Batch, Vec<BadRow>) -> bool,
+    /// Batches handed on so far.
+    emitted: usize,
+    /// The sink asked to stop.
+    stopped: bool,
 }
 
 struct Primary {
@@ -133,6 +171,113 @@ struct Primary {
     rows: usize,
     /// Rows left out, when bad rows are skipped rather than fatal.
     bad_rows: Option<Vec<BadRow>>,
+    /// Rows of the response (kept or left out) not handed on yet.
+    pending: usize,
+}
+
+impl<'a, 's> State<'a, 's> {
+    fn new(
+        origin: &'a str,
+        skip_bad_rows: bool,
+        borrowed: bool,
+        context: &'a BatchContext,
+        max_rows: usize,
+        sink: &'s mut dyn FnMut(Batch, Vec<BadRow>) -> bool,
+    ) -> Self {
+        State {
+            origin,
+            primary: None,
+            completed: false,
+            failure: None,
+            skip_bad_rows,
+            borrowed,
+            emit: Emit {
+                context,
+                max_rows,
+                sink,
+                emitted: 0,
+                stopped: false,
+            },
+        }
+    }
+
+    /// What the walk over the frames amounts to.
+    fn finish(mut self, parsed: Result<(), serde_json::Error>) -> Result<Parsed, InputError> {
+        if let Err(e) = parsed {
+            if self.emit.stopped {
+                return Ok(Parsed::Stopped);
+            }
+            // The serde error only carries a marker when a visitor stopped
+            // on purpose; the real error waits in `failure`.
+            return Err(self.failure.take().unwrap_or_else(|| {
+                let hint = if e.is_eof() {
+                    " (the response is cut short)"
+                } else {
+                    ""
+                };
+                InputError::format(self.origin, format!("not a Kusto v2 response: {e}{hint}"))
+            }));
+        }
+        if !self.completed {
+            return Err(InputError::format(
+                self.origin,
+                "the response ends without a DataSetCompletion frame (cut short?)",
+            ));
+        }
+        let Some(mut primary) = self.primary.take() else {
+            return Err(InputError::format(
+                self.origin,
+                "the response has no table of kind PrimaryResult",
+            ));
+        };
+        if (primary.pending > 0 || self.emit.emitted == 0) && !self.emit.flush(&mut primary) {
+            return Ok(Parsed::Stopped);
+        }
+        Ok(Parsed::Complete)
+    }
+}
+
+impl Emit<'_, '_> {
+    /// Hands on the rows read so far; false when the sink wants no more.
+    fn flush(&mut self, primary: &mut Primary) -> bool {
+        let fresh = primary
+            .builder
+            .columns
+            .iter()
+            .map(|c| ColumnBuilder::new(c.name(), c.kusto_type()))
+            .collect();
+        let full = std::mem::replace(&mut primary.builder, BatchBuilder::new(fresh));
+        let bad_rows = primary
+            .bad_rows
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        primary.pending = 0;
+        self.emitted += 1;
+        let go_on = (self.sink)(full.finish(self.context.clone()), bad_rows);
+        self.stopped = !go_on;
+        go_on
+    }
+}
+
+impl Primary {
+    /// `DataReplace`: the table starts over. Rows already handed on cannot
+    /// be taken back.
+    fn start_over(&mut self, origin: &str, emitted: usize) -> Result<(), InputError> {
+        if emitted > 0 {
+            return Err(InputError::format(
+                origin,
+                "a DataReplace fragment came after rows of the result were handed on; progressive results cannot be streamed",
+            ));
+        }
+        self.builder.truncate(0);
+        self.rows = 0;
+        self.pending = 0;
+        if let Some(bad) = &mut self.bad_rows {
+            bad.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Keeps `error` for [`parse_v2`] and stops the serde walk.
@@ -141,9 +286,9 @@ fn stop<E: de::Error>(failure: &mut Option<InputError>, error: InputError) -> E 
     E::custom("stopped")
 }
 
-struct Frames<'s, 'o>(&'s mut State<'o>);
+struct Frames<'x, 'a, 's>(&'x mut State<'a, 's>);
 
-impl<'de> DeserializeSeed<'de> for Frames<'_, '_> {
+impl<'de> DeserializeSeed<'de> for Frames<'_, '_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -151,7 +296,7 @@ impl<'de> DeserializeSeed<'de> for Frames<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Frames<'_, '_> {
+impl<'de> Visitor<'de> for Frames<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -253,10 +398,26 @@ struct Fields<'de> {
     /// This frame opened the primary result.
     opened: bool,
     /// Rows that came before what decides where they go.
-    later: Option<&'de RawValue>,
+    later: Option<Later<'de>>,
     has_errors: Option<bool>,
     cancelled: Option<bool>,
     one_api_errors: Option<Vec<Value>>,
+}
+
+/// Rows kept as text until their frame has ended.
+enum Later<'de> {
+    Borrowed(&'de RawValue),
+    /// Read from a stream: nothing to borrow from.
+    Owned(Box<RawValue>),
+}
+
+impl Later<'_> {
+    fn get(&self) -> &str {
+        match self {
+            Later::Borrowed(raw) => raw.get(),
+            Later::Owned(raw) => raw.get(),
+        }
+    }
 }
 
 enum Route {
@@ -267,7 +428,7 @@ enum Route {
     Later,
 }
 
-impl State<'_> {
+impl State<'_, '_> {
     fn route(&self, f: &Fields) -> Route {
         match f.frame_type {
             None => Route::Later,
@@ -301,24 +462,38 @@ impl State<'_> {
             builder,
             rows: 0,
             bad_rows: self.skip_bad_rows.then(Vec::new),
+            pending: 0,
         });
         f.opened = true;
         Ok(())
     }
 
     /// Rows kept as text by [`Route::Later`], read into the primary result.
-    fn push_later<E: de::Error>(&mut self, raw: &RawValue) -> Result<(), E> {
+    fn push_later<E: de::Error>(&mut self, raw: &str) -> Result<(), E> {
         let Some(primary) = self.primary.as_mut() else {
             return Ok(());
         };
-        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let mut de = serde_json::Deserializer::from_str(raw);
         Rows {
             primary,
             origin: self.origin,
             failure: &mut self.failure,
+            emit: &mut self.emit,
+            borrow: true,
         }
         .deserialize(&mut de)
         .map_err(E::custom)
+    }
+
+    /// `DataReplace` on the primary result.
+    fn start_over<E: de::Error>(&mut self) -> Result<(), E> {
+        let emitted = self.emit.emitted;
+        match self.primary.as_mut() {
+            Some(p) => p
+                .start_over(self.origin, emitted)
+                .map_err(|e| stop(&mut self.failure, e)),
+            None => Ok(()),
+        }
     }
 
     /// What a frame means once all of it has been read.
@@ -329,21 +504,20 @@ impl State<'_> {
                 if !f.opened && self.primary.is_none() && f.primary_kind == Some(true) {
                     self.open_primary(&mut f)?;
                 }
-                if let (true, Some(raw)) = (f.opened, f.later) {
-                    self.push_later(raw)?;
+                if let (true, Some(raw)) = (f.opened, &f.later) {
+                    self.push_later(raw.get())?;
                 }
             }
             FrameType::TableFragment => {
-                if let Some(raw) = f.later
-                    && let Some(p) = &mut self.primary
+                if let Some(raw) = &f.later
+                    && let Some(p) = &self.primary
                     && p.table_id.is_some()
                     && p.table_id == f.table_id
                 {
                     if f.replace == Some(true) {
-                        p.builder.truncate(0);
-                        p.rows = 0;
+                        self.start_over()?;
                     }
-                    self.push_later(raw)?;
+                    self.push_later(raw.get())?;
                 }
             }
             FrameType::TableCompletion => {
@@ -374,9 +548,9 @@ impl State<'_> {
     }
 }
 
-struct Frame<'s, 'o>(&'s mut State<'o>);
+struct Frame<'x, 'a, 's>(&'x mut State<'a, 's>);
 
-impl<'de> DeserializeSeed<'de> for Frame<'_, '_> {
+impl<'de> DeserializeSeed<'de> for Frame<'_, '_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -384,7 +558,7 @@ impl<'de> DeserializeSeed<'de> for Frame<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Frame<'_, '_> {
+impl<'de> Visitor<'de> for Frame<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -422,23 +596,32 @@ impl<'de> Visitor<'de> for Frame<'_, '_> {
                         Route::Skip => {
                             map.next_value::<IgnoredAny>()?;
                         }
-                        Route::Later => f.later = Some(map.next_value()?),
+                        Route::Later => {
+                            f.later = Some(if state.borrowed {
+                                Later::Borrowed(map.next_value()?)
+                            } else {
+                                Later::Owned(map.next_value()?)
+                            });
+                        }
                         Route::Stream => {
                             if f.frame_type == Some(FrameType::TableFragment) {
-                                if let (Some(true), Some(p)) = (f.replace, &mut state.primary) {
-                                    p.builder.truncate(0);
-                                    p.rows = 0;
+                                if f.replace == Some(true) {
+                                    state.start_over()?;
                                 }
                             } else {
                                 state.open_primary(&mut f)?;
                             }
                             let origin = state.origin;
                             let failure = &mut state.failure;
+                            let emit = &mut state.emit;
+                            let borrow = state.borrowed;
                             match state.primary.as_mut() {
                                 Some(primary) => map.next_value_seed(Rows {
                                     primary,
                                     origin,
                                     failure,
+                                    emit,
+                                    borrow,
                                 })?,
                                 None => {
                                     map.next_value::<IgnoredAny>()?;
@@ -460,13 +643,16 @@ impl<'de> Visitor<'de> for Frame<'_, '_> {
 }
 
 /// The `Rows` array of the primary result.
-struct Rows<'p, 'o> {
+struct Rows<'p, 'a, 's> {
     primary: &'p mut Primary,
-    origin: &'o str,
+    origin: &'a str,
     failure: &'p mut Option<InputError>,
+    emit: &'p mut Emit<'a, 's>,
+    /// Dynamic cells may borrow their text from the input.
+    borrow: bool,
 }
 
-impl<'de> DeserializeSeed<'de> for Rows<'_, '_> {
+impl<'de> DeserializeSeed<'de> for Rows<'_, '_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -474,7 +660,7 @@ impl<'de> DeserializeSeed<'de> for Rows<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for Rows<'_, '_> {
+impl<'de> Visitor<'de> for Rows<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -491,9 +677,15 @@ impl<'de> Visitor<'de> for Rows<'_, '_> {
                 primary: &mut *self.primary,
                 origin: self.origin,
                 failure: &mut *self.failure,
+                borrow: self.borrow,
             })?
             .is_some()
-        {}
+        {
+            self.primary.pending += 1;
+            if self.primary.pending >= self.emit.max_rows && !self.emit.flush(self.primary) {
+                return Err(de::Error::custom("stopped"));
+            }
+        }
         Ok(())
     }
 }
@@ -503,6 +695,7 @@ struct Row<'p, 'o> {
     primary: &'p mut Primary,
     origin: &'o str,
     failure: &'p mut Option<InputError>,
+    borrow: bool,
 }
 
 impl Row<'_, '_> {
@@ -539,7 +732,7 @@ impl<'de> Visitor<'de> for Row<'_, '_> {
         let mut ended = false;
         let mut bad = None;
         for column in columns.iter_mut() {
-            match seq.next_element_seed(Cell(column))? {
+            match seq.next_element_seed(Cell(column, self.borrow))? {
                 None => {
                     ended = true;
                     break;
@@ -651,14 +844,19 @@ fn mismatch(value: Value, reason: &'static str) -> Result<(), CellError> {
 /// One cell, pushed into its column by the column's type. The rules are
 /// those of [`super::json_values::push_json`], which reads the same values
 /// from a `Value`.
-struct Cell<'c>(&'c mut ColumnBuilder);
+/// The flag: a dynamic cell may borrow its text from the input.
+struct Cell<'c>(&'c mut ColumnBuilder, bool);
 
 impl<'de> DeserializeSeed<'de> for Cell<'_> {
     type Value = Result<(), CellError>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         if self.0.kusto_type() == KustoType::Dynamic {
-            let raw = <&RawValue>::deserialize(d)?;
+            if self.1 {
+                let raw = <&RawValue>::deserialize(d)?;
+                return Ok(push_dynamic(self.0, raw.get()));
+            }
+            let raw = Box::<RawValue>::deserialize(d)?;
             return Ok(push_dynamic(self.0, raw.get()));
         }
         d.deserialize_any(self)
@@ -1340,5 +1538,205 @@ mod tests {
             );
             assert!(reference(body).is_err());
         }
+    }
+
+    /// Hands out `body` `step` bytes per read, as a network would.
+    struct Trickle<'b> {
+        body: &'b [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.body.len());
+            buf[..n].copy_from_slice(&self.body[..n]);
+            self.body = &self.body[n..];
+            Ok(n)
+        }
+    }
+
+    type Chunks = Vec<(Batch, Vec<BadRow>)>;
+
+    /// The chunks a streamed parse hands on, and how it ended.
+    fn chunked(body: &str, max_rows: usize) -> (Chunks, Result<Parsed, InputError>) {
+        let mut chunks = Vec::new();
+        let reader = Trickle {
+            body: body.as_bytes(),
+            step: 7,
+        };
+        let mut sink = |batch: Batch, bad: Vec<BadRow>| {
+            chunks.push((batch, bad));
+            true
+        };
+        let ended = parse_v2_chunks("r.json", reader, &sample_context("t"), max_rows, &mut sink);
+        (chunks, ended)
+    }
+
+    /// Each row as text, cell by cell, whatever the column's encoding.
+    fn rows_of(batch: &Batch) -> Vec<Vec<String>> {
+        (0..batch.row_count as usize)
+            .map(|r| {
+                batch
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        if !c.is_valid(r) {
+                            return "null".to_string();
+                        }
+                        match &c.values {
+                            ColumnValues::Booleans(v) => v[r].to_string(),
+                            ColumnValues::Longs(v) | ColumnValues::Ticks(v) => v[r].to_string(),
+                            ColumnValues::Reals(v) => format!("{:x}", v[r].to_bits()),
+                            ColumnValues::Text(_) | ColumnValues::Dictionary(_) => {
+                                format!("{:?}", c.text_at(r))
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn schema(batch: &Batch) -> Vec<(String, KustoType)> {
+        batch
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.kusto_type))
+            .collect()
+    }
+
+    #[test]
+    fn chunks_of_one_two_and_three_rows_add_up_to_the_whole_body() {
+        for fixture in [NUMBERS, TIME, TEXT, MIXED, PROGRESSIVE] {
+            let whole = ok(fixture);
+            for max_rows in [1, 2, 3] {
+                let (chunks, ended) = chunked(fixture, max_rows);
+                assert_eq!(ended.ok(), Some(Parsed::Complete));
+                let total = whole.row_count as usize;
+                assert_eq!(chunks.len(), total.div_ceil(max_rows), "{max_rows}");
+                let mut rows = Vec::new();
+                for (i, (batch, bad)) in chunks.iter().enumerate() {
+                    assert!(bad.is_empty());
+                    assert_eq!(schema(batch), schema(&whole));
+                    assert_eq!(batch.context, whole.context);
+                    let expected = if i + 1 < chunks.len() {
+                        max_rows
+                    } else {
+                        total - i * max_rows
+                    };
+                    assert_eq!(batch.row_count as usize, expected);
+                    rows.extend(rows_of(batch));
+                }
+                assert_eq!(rows, rows_of(&whole), "chunks of {max_rows}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_rows_go_with_the_chunk_of_their_stretch() {
+        let body = primary(
+            NAME_VALUE,
+            r#"[["a",1,null],["b","x",null],["c",3,null],["d",4,5],["e",5,null]]"#,
+        );
+        let (whole, whole_bad) =
+            parse_v2_skipping_bad_rows("r.json", body.as_bytes(), sample_context("t"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let (chunks, ended) = chunked(&body, 2);
+        assert_eq!(ended.ok(), Some(Parsed::Complete));
+        // Each chunk covers two rows of the response, kept or not.
+        let shape: Vec<(u32, Vec<u64>)> = chunks
+            .iter()
+            .map(|(b, bad)| (b.row_count, bad.iter().map(|r| r.row).collect()))
+            .collect();
+        assert_eq!(shape, [(1, vec![2]), (1, vec![4]), (1, vec![])]);
+        let rows: Vec<_> = chunks.iter().flat_map(|(b, _)| rows_of(b)).collect();
+        assert_eq!(rows, rows_of(&whole));
+        let messages: Vec<String> = chunks
+            .iter()
+            .flat_map(|(_, bad)| bad.iter().map(|r| r.message.clone()))
+            .collect();
+        let expected: Vec<String> = whole_bad.iter().map(|r| r.message.clone()).collect();
+        assert_eq!(messages, expected);
+        assert!(messages[1].contains("row 4, column `at`"), "{messages:?}");
+    }
+
+    #[test]
+    fn an_error_at_the_end_fails_the_parse_after_the_chunks_before_it() {
+        // Two rows, then HasErrors: the full chunk went out, the rest not.
+        let (chunks, ended) = chunked(ERROR, 1);
+        let e = ended.expect_err("the response reports errors");
+        let whole = parse_v2_skipping_bad_rows("r.json", ERROR.as_bytes(), sample_context("t"))
+            .expect_err("the response reports errors");
+        assert_eq!(e.to_string(), whole.to_string());
+        assert!(matches!(e, InputError::QueryFailed { .. }), "{e}");
+        assert_eq!(chunks.len(), 2);
+        let (chunks, ended) = chunked(ERROR, 3);
+        assert!(ended.is_err());
+        assert!(chunks.is_empty(), "the last chunk waits for the end");
+
+        let (chunks, ended) = chunked(ERROR_IN_DATA, 1);
+        let e = ended.expect_err("an error in place of row 3");
+        assert!(e.to_string().contains("error in place of row 3"), "{e}");
+        assert_eq!(chunks.len(), 2);
+
+        let cut = &MIXED[..MIXED.len() / 2];
+        let (_, ended) = chunked(cut, 1);
+        let e = ended.expect_err("cut short");
+        assert!(e.to_string().contains("cut short"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_result_is_one_empty_chunk_with_its_columns() {
+        let (chunks, ended) = chunked(&primary(NAME_VALUE, "[]"), 10);
+        assert_eq!(ended.ok(), Some(Parsed::Complete));
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].0.row_count, 0);
+        assert_eq!(chunks[0].0.columns.len(), 3);
+    }
+
+    #[test]
+    fn a_sink_that_wants_no_more_stops_the_read() {
+        let mut seen = 0;
+        let mut sink = |_: Batch, _: Vec<BadRow>| {
+            seen += 1;
+            false
+        };
+        let ended = parse_v2_chunks(
+            "r.json",
+            MIXED.as_bytes(),
+            &sample_context("t"),
+            1,
+            &mut sink,
+        );
+        assert_eq!(ended.ok(), Some(Parsed::Stopped));
+        assert_eq!(seen, 1);
+    }
+
+    #[test]
+    fn data_replace_after_rows_were_handed_on_fails() {
+        let body = r#"[{"FrameType":"DataSetHeader","IsProgressive":true,"Version":"v2.0"},
+{"FrameType":"TableHeader","TableId":3,"TableKind":"PrimaryResult","TableName":"PrimaryResult","Columns":[{"ColumnName":"n","ColumnType":"long"}]},
+{"FrameType":"TableFragment","TableFragmentType":"DataAppend","TableId":3,"Rows":[[1],[2]]},
+{"FrameType":"TableFragment","TableFragmentType":"DataReplace","TableId":3,"Rows":[[7]]},
+{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}]"#;
+        let (chunks, ended) = chunked(body, 10);
+        assert_eq!(ended.ok(), Some(Parsed::Complete));
+        assert_eq!(rows_of(&chunks[0].0), [["7"]]);
+        let (chunks, ended) = chunked(body, 1);
+        let e = ended.expect_err("rows 1 and 2 went out");
+        assert!(e.to_string().contains("DataReplace"), "{e}");
+        assert_eq!(chunks.len(), 2);
+    }
+
+    #[test]
+    fn reordered_frames_and_dynamic_cells_read_from_a_stream() {
+        let body = r#"[{"FrameType":"DataSetHeader","IsProgressive":false,"Version":"v2.0"},
+{"Rows":[[1,{"a" : [1, 2]}],[2,"text"]],"TableId":1,"Columns":[{"ColumnName":"n","ColumnType":"long"},{"ColumnName":"d","ColumnType":"dynamic"}],"TableKind":"PrimaryResult","FrameType":"DataTable"},
+{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}]"#;
+        let (chunks, ended) = chunked(body, 1);
+        assert_eq!(ended.ok(), Some(Parsed::Complete));
+        let rows: Vec<_> = chunks.iter().flat_map(|(b, _)| rows_of(b)).collect();
+        assert_eq!(rows, rows_of(&ok(body)));
+        assert_eq!(texts(column(&chunks[0].0, "d")), [Some(r#"{"a":[1,2]}"#)]);
     }
 }

@@ -58,7 +58,7 @@ fn client_options() -> Result<ClientOptions, String> {
         timeouts: crate::net::Timeouts {
             connect: TOKEN_CONNECT_TIMEOUT,
             read: TOKEN_TIMEOUT,
-            total: TOKEN_TIMEOUT,
+            total: Some(TOKEN_TIMEOUT),
         },
         tls: crate::net::Tls::default(),
     })

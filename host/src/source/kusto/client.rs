@@ -2,7 +2,14 @@
 //! commands (`POST /v1/rest/mgmt`), signed in with [`Identity`], every
 //! request with its own client request id and our application name, retried
 //! on throttling, unavailability and timeouts.
+//!
+//! A query's answer is either read whole ([`KustoClient::query`], for small
+//! answers: schemas, probes) or handed on as it arrives
+//! ([`KustoClient::query_stream`], for windows of rows of any size): then
+//! only what comes before the body is retried; a body that breaks fails the
+//! read, and the caller reads the window again.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -40,7 +47,9 @@ pub struct Query {
     /// `("_from", "datetime(2025-06-25T10:00:00.0000000Z)")`.
     pub parameters: Vec<(String, String)>,
     /// Rows beyond this make the query fail with a limit error
-    /// (`truncationmaxrecords`), so the caller can ask for less.
+    /// (`truncationmaxrecords`), so the caller can ask for less. Only for
+    /// [`KustoClient::query`]: a streamed query is never truncated
+    /// (`notruncation`), so this is not sent with it.
     pub max_records: Option<usize>,
     /// Names the kind of request in its client request id.
     pub activity: &'static str,
@@ -53,8 +62,53 @@ pub struct Answer {
     pub request_id: String,
 }
 
+/// An answer whose status was 200, its body read as it arrives.
+pub struct BodyStream {
+    pub request_id: String,
+    database: String,
+    response: reqwest::Response,
+    /// The longest silence allowed between two pieces of the body.
+    silence: Duration,
+    received: u64,
+}
+
+impl BodyStream {
+    /// The next piece of the body; `None` at its end. A connection that
+    /// breaks or stays silent longer than the read timeout fails it
+    /// (retryable: the same query may well succeed).
+    pub async fn next(&mut self) -> Result<Option<Bytes>, KustoError> {
+        match self.response.chunk().await {
+            Ok(Some(piece)) => {
+                self.received += piece.len() as u64;
+                Ok(Some(piece))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    KustoErrorKind::Timeout(self.silence)
+                } else {
+                    KustoErrorKind::Network(format!(
+                        "the answer broke off after {} bytes: {}",
+                        self.received,
+                        error_chain(&e)
+                    ))
+                };
+                Err(KustoError::new(&self.database, &self.request_id, kind))
+            }
+        }
+    }
+
+    /// Bytes of the body read so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}
+
 pub struct KustoClient {
     http: reqwest::Client,
+    /// For streamed answers: no bound on the whole request, only on each
+    /// silence ([`net::Timeouts::streaming`]).
+    stream_http: reqwest::Client,
     redirects: Redirects,
     config: KustoConfig,
     identity: Identity,
@@ -72,8 +126,16 @@ impl KustoClient {
             tls: net::Tls::default(),
         })
         .map_err(|e| e.to_string())?;
+        let stream_http = net::build(net::ClientSpec {
+            purpose: "kusto",
+            redirects,
+            timeouts: net::Timeouts::streaming(attempt_timeout(config.timeout)),
+            tls: net::Tls::default(),
+        })
+        .map_err(|e| e.to_string())?;
         Ok(KustoClient {
             http,
+            stream_http,
             redirects,
             config: config.clone(),
             identity,
@@ -85,8 +147,52 @@ impl KustoClient {
         &self.identity.description
     }
 
-    /// Runs a query; the body is a v2 frame stream.
+    /// Runs a query; the body is a v2 frame stream, read whole (at most
+    /// [`MAX_ANSWER_BYTES`]).
     pub async fn query(&self, query: &Query) -> Result<Answer, KustoError> {
+        let body = self.query_body(query, false);
+        let deadline = attempt_timeout(self.config.timeout);
+        let (body, request_id) = self
+            .send(
+                "/v2/rest/query",
+                &query.database,
+                query.activity,
+                body,
+                &self.http,
+                move |response| read_whole(response, deadline),
+            )
+            .await?;
+        Ok(Answer { body, request_id })
+    }
+
+    /// Runs a query and hands its body on as it arrives, once ADX answered
+    /// 200: throttling, unavailability and timeouts before that are retried
+    /// as for [`Self::query`]. The result is never truncated
+    /// (`notruncation`): ADX's default cut at 500,000 rows or 64 MB does
+    /// not apply, and however large, the answer is never held whole here.
+    pub async fn query_stream(&self, query: &Query) -> Result<BodyStream, KustoError> {
+        let body = self.query_body(query, true);
+        let silence = attempt_timeout(self.config.timeout);
+        let (response, request_id) = self
+            .send(
+                "/v2/rest/query",
+                &query.database,
+                query.activity,
+                body,
+                &self.stream_http,
+                |response| async move { Ok(response) },
+            )
+            .await?;
+        Ok(BodyStream {
+            request_id,
+            database: query.database.clone(),
+            response,
+            silence,
+            received: 0,
+        })
+    }
+
+    fn query_body(&self, query: &Query, streamed: bool) -> Value {
         let mut options = Map::new();
         options.insert(
             "servertimeout".into(),
@@ -98,7 +204,12 @@ impl KustoClient {
         // weak consistency (a workload group's or cluster's default) can
         // show them minutes late, after the window has moved on.
         options.insert("queryconsistency".into(), Value::from("strongconsistency"));
-        if let Some(n) = query.max_records {
+        if streamed {
+            // Kusto's query limits: the result-set cut (500,000 records,
+            // 64 MB) is lifted by `notruncation`; a stream is read in
+            // chunks, so its size costs no memory here.
+            options.insert("notruncation".into(), Value::from(true));
+        } else if let Some(n) = query.max_records {
             options.insert("truncationmaxrecords".into(), Value::from(n));
         }
         let parameters: Map<String, Value> = query
@@ -106,13 +217,11 @@ impl KustoClient {
             .iter()
             .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
             .collect();
-        let body = json!({
+        json!({
             "db": query.database,
             "csl": query.csl,
             "properties": {"Options": options, "Parameters": parameters},
-        });
-        self.send("/v2/rest/query", &query.database, query.activity, body)
-            .await
+        })
     }
 
     /// Runs a management command; the body is a v1 response.
@@ -122,16 +231,36 @@ impl KustoClient {
             "csl": csl,
             "properties": {"Options": {"servertimeout": timespan(self.config.timeout)}},
         });
-        self.send("/v1/rest/mgmt", database, "Mgmt", body).await
+        let deadline = attempt_timeout(self.config.timeout);
+        let (body, request_id) = self
+            .send(
+                "/v1/rest/mgmt",
+                database,
+                "Mgmt",
+                body,
+                &self.http,
+                move |response| read_whole(response, deadline),
+            )
+            .await?;
+        Ok(Answer { body, request_id })
     }
 
-    async fn send(
+    /// Sends `body` until an attempt succeeds or gives up; `read` turns a
+    /// 200 answer into the result, within the attempt (so its failures are
+    /// retried too). Returns the result and the request id it answered.
+    async fn send<T, F, Fut>(
         &self,
         path: &str,
         database: &str,
         activity: &str,
         body: Value,
-    ) -> Result<Answer, KustoError> {
+        http: &reqwest::Client,
+        read: F,
+    ) -> Result<(T, String), KustoError>
+    where
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: Future<Output = Result<T, KustoErrorKind>>,
+    {
         let cluster = self.config.endpoint(database).ok_or_else(|| {
             KustoError::new(
                 database,
@@ -150,13 +279,14 @@ impl KustoClient {
                 let request_id = format!("KM.{activity};{}", uuid::Uuid::new_v4());
                 *last_id.lock().unwrap_or_else(|p| p.into_inner()) = request_id.clone();
                 let (url, body) = (url.clone(), body.clone());
+                let read = &read;
                 async move {
-                    self.attempt(cluster, &url, body, &request_id)
-                        .await
-                        .map(|body| Answer {
-                            body,
-                            request_id: request_id.clone(),
-                        })
+                    let answer = match self.attempt(http, cluster, &url, body, &request_id).await {
+                        Ok(response) => read(response).await,
+                        Err(kind) => Err(kind),
+                    };
+                    answer
+                        .map(|value| (value, request_id.clone()))
                         .map_err(|kind| KustoError::new(database, &request_id, kind))
                 }
             },
@@ -176,15 +306,16 @@ impl KustoClient {
         }
     }
 
+    /// One request, up to a 200 answer whose body is not read yet.
     async fn attempt(
         &self,
+        http: &reqwest::Client,
         cluster: &str,
         url: &str,
         body: Bytes,
         request_id: &str,
-    ) -> Result<Bytes, KustoErrorKind> {
-        let mut request = self
-            .http
+    ) -> Result<reqwest::Response, KustoErrorKind> {
+        let mut request = http
             .post(url)
             .header("content-type", "application/json; charset=utf-8")
             .header("accept", "application/json")
@@ -221,13 +352,7 @@ impl KustoClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         if status == 200 {
-            return net::read_capped(response, MAX_ANSWER_BYTES)
-                .await
-                .map_err(|e| match e {
-                    BodyError::Read { timeout: true, .. } => KustoErrorKind::Timeout(deadline),
-                    BodyError::Read { .. } => KustoErrorKind::Network(e.to_string()),
-                    _ => KustoErrorKind::ResultTooLarge(e.to_string()),
-                });
+            return Ok(response);
         }
         if (300..400).contains(&status) {
             return Err(KustoErrorKind::Refused {
@@ -257,6 +382,21 @@ impl KustoClient {
             _ => KustoErrorKind::Refused { status, message },
         })
     }
+}
+
+/// A 200 answer's body, whole, when it is at most [`MAX_ANSWER_BYTES`].
+/// `deadline` is the attempt's, for the message of a timeout.
+async fn read_whole(
+    response: reqwest::Response,
+    deadline: Duration,
+) -> Result<Bytes, KustoErrorKind> {
+    net::read_capped(response, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::Read { timeout: true, .. } => KustoErrorKind::Timeout(deadline),
+            BodyError::Read { .. } => KustoErrorKind::Network(e.to_string()),
+            _ => KustoErrorKind::ResultTooLarge(e.to_string()),
+        })
 }
 
 /// A response body's failure as a [`KustoError`]: a limit hit becomes

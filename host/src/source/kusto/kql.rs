@@ -81,8 +81,48 @@ pub enum WindowColumn {
     Timestamp(String),
 }
 
+/// The column [`stable_order`] sorts by; added, sorted on and dropped
+/// again, so the response never holds it.
+pub const ORDER_KEY: &str = "__km_order";
+
+/// The end of a window query: its rows in an order that is the same every
+/// time the same rows are read, computed by ADX.
+///
+/// ADX returns rows in no fixed order, and the host resumes a partly
+/// delivered window by reading it again and skipping the chunks it already
+/// delivered, which needs the same rows in the same chunks. Sorting on the
+/// client meant holding the whole result and comparing rows column by
+/// column; here ADX sorts by one 64-bit integer per row instead:
+/// `hash_xxhash64` of the row's text (`pack_array` of the `columns` the
+/// query returns, which are those the transform reads; `pack_all()` when
+/// it returns every column). Rows with the same key are the same in every
+/// column the guest sees (but for a 64-bit collision), so how ties fall
+/// does not matter. `hash_xxhash64` rather than `hash()`: ADX documents
+/// that `hash()`'s algorithm may change from one query to the next, and
+/// the order must hold across reads.
+///
+/// Cost, in ADX: per row, a dynamic value, its JSON text and its hash; then
+/// a sort of one long per row, for which the result is gathered before it
+/// is sent (it is gathered to be sent anyway). The key is projected away,
+/// so the answer is no larger.
+pub fn stable_order(columns: &[String]) -> Result<String, NameError> {
+    let key = quote_name(ORDER_KEY)?;
+    let packed = if columns.is_empty() {
+        "pack_all()".to_string()
+    } else {
+        let quoted = columns
+            .iter()
+            .map(|c| quote_name(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        format!("pack_array({})", quoted.join(", "))
+    };
+    Ok(format!(
+        "\n| extend {key} = hash_xxhash64(tostring({packed}))\n| order by {key} asc\n| project-away {key}"
+    ))
+}
+
 /// Rows of `table` in the window `(_from, _to]`, only `columns` (all when
-/// empty).
+/// empty), in [`stable_order`].
 pub fn window_query(
     table: &str,
     by: &WindowColumn,
@@ -102,13 +142,19 @@ pub fn window_query(
             .collect::<Result<Vec<_>, _>>()?;
         q.push_str(&format!("\n| project {}", quoted.join(", ")));
     }
+    q.push_str(&stable_order(columns)?);
     Ok(q)
 }
 
-/// A MetricsExporter's own query, with `_startTime` and `_endTime` declared.
+/// A MetricsExporter's own query, with `_startTime` and `_endTime` declared,
+/// its result in [`stable_order`] over all of its columns (the guest gets
+/// them all; an order of the body's own is replaced).
 pub fn body_query(body: &str) -> String {
     let mut q = declare(&[START_TIME, END_TIME]);
     q.push_str(body.trim().trim_end_matches(';'));
+    // The body ends on a line of its own: a trailing `// comment` cannot
+    // swallow the order.
+    q.push_str(&stable_order(&[]).unwrap_or_default());
     q
 }
 
@@ -179,17 +225,26 @@ mod tests {
         .unwrap();
         assert_eq!(
             q,
-            "declare query_parameters(_from:datetime, _to:datetime);\n['CpuByNode']\n| where ingestion_time() > _from and ingestion_time() <= _to\n| project ['Node'], ['Value']"
+            "declare query_parameters(_from:datetime, _to:datetime);\n['CpuByNode']\n| where ingestion_time() > _from and ingestion_time() <= _to\n| project ['Node'], ['Value']\n| extend ['__km_order'] = hash_xxhash64(tostring(pack_array(['Node'], ['Value'])))\n| order by ['__km_order'] asc\n| project-away ['__km_order']"
         );
         let q = window_query("T", &WindowColumn::Timestamp("Ts".into()), &[]).unwrap();
         assert!(
-            q.ends_with("| where ['Ts'] > _from and ['Ts'] <= _to"),
+            q.ends_with("| where ['Ts'] > _from and ['Ts'] <= _to\n| extend ['__km_order'] = hash_xxhash64(tostring(pack_all()))\n| order by ['__km_order'] asc\n| project-away ['__km_order']"),
             "{q}"
         );
         assert!(window_query("T", &WindowColumn::IngestionTime, &["a'b".into()]).is_err());
+        let order = "\n| extend ['__km_order'] = hash_xxhash64(tostring(pack_all()))\n| order by ['__km_order'] asc\n| project-away ['__km_order']";
         assert_eq!(
             body_query("T | where Ts between (_startTime .. _endTime);\n"),
-            "declare query_parameters(_startTime:datetime, _endTime:datetime);\nT | where Ts between (_startTime .. _endTime)"
+            format!(
+                "declare query_parameters(_startTime:datetime, _endTime:datetime);\nT | where Ts between (_startTime .. _endTime){order}"
+            )
+        );
+        assert_eq!(
+            body_query("T | take 5 // the last line is a comment"),
+            format!(
+                "declare query_parameters(_startTime:datetime, _endTime:datetime);\nT | take 5 // the last line is a comment{order}"
+            )
         );
     }
 }

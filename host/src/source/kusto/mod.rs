@@ -7,6 +7,8 @@
 //! - [`client`]: queries and management commands over REST, with retries.
 //! - [`kql`]: the query text; names quoted, values as declared parameters.
 //! - [`kql_scope`]: what a MetricsExporter's own KQL may reach (tenancy).
+//! - [`stream`]: a window's result read as it arrives, in chunks of at
+//!   most `maxRowsPerBatch` rows, each with a digest for resuming.
 //! - [`window`]: which rows the next query reads.
 //! - [`windows`]: a table or a body read window by window, as chunks.
 //! - [`table`]: column and ingestion-time checks before the first read.
@@ -19,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod kql;
 pub mod kql_scope;
+pub mod stream;
 pub mod table;
 mod transport;
 pub mod window;
@@ -27,3 +30,4 @@ pub mod windows;
 pub use client::{KustoClient, Query};
 pub use config::KustoConfig;
 pub use error::{KustoError, KustoErrorKind};
+pub use stream::{RowChunk, WindowStream};
