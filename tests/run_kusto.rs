@@ -65,8 +65,18 @@ impl Setup {
 
     /// `sink_extra` is added to the OTLP exporter's settings.
     fn new_with(source_extra: &str, guests_extra: &str, sink_extra: &str) -> Setup {
+        Self::build(Receiver::start(), source_extra, guests_extra, sink_extra)
+    }
+
+    fn build(
+        receiver: Receiver,
+        source_extra: &str,
+        guests_extra: &str,
+        sink_extra: &str,
+    ) -> Setup {
         let server = KustoServer::start();
-        let receiver = Receiver::start();
+        // Windows are streamed whole: the host never asks ADX to cut them.
+        server.forbid_truncation_max_records(true);
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         let config = format!(
@@ -463,9 +473,31 @@ fn an_error_at_the_end_of_the_stream_fails_the_window_and_it_is_read_again() {
 }
 
 #[test]
-fn a_result_too_large_halves_the_window_until_it_fits() {
-    // maxRowsPerBatch goes to ADX as truncationmaxrecords.
+fn a_window_larger_than_a_batch_is_streamed_whole_in_chunks() {
+    let s = Setup::new("", "  maxRowsPerBatch: 4\n");
+    s.manifest("rule.yaml", RULE);
+    s.manifest("me.yaml", SELECTING_EXPORTER);
+    let now = now_ticks();
+    s.server
+        .ingest(DB, TABLE, (0..10).map(|i| row(i, now + i, "h")).collect());
+    ok(&s.run_once());
+    assert_eq!(
+        values(&s.receiver.wait_for_points(10, WAIT)),
+        (0..10).collect::<Vec<_>>()
+    );
+    let windows = s.server.window_queries();
+    assert_eq!(windows.len(), 1, "one query for the window: {windows:?}");
+    assert_eq!(windows[0].options["notruncation"], true);
+    assert!(windows[0].options["truncationmaxrecords"].is_null());
+    ok(&s.run_once());
+    assert_eq!(s.receiver.points().len(), 10, "nothing twice");
+}
+
+#[test]
+fn a_query_limit_halves_the_window_until_it_fits() {
+    // A result limit `notruncation` does not lift (a workload group's).
     let s = Setup::new("    minWindow: 1s\n", "  maxRowsPerBatch: 4\n");
+    s.server.set_hard_max_records(Some(4));
     s.manifest("rule.yaml", RULE);
     s.manifest("me.yaml", SELECTING_EXPORTER);
     let now = now_ticks();
@@ -483,15 +515,6 @@ fn a_result_too_large_halves_the_window_until_it_fits() {
         (0..10).collect::<Vec<_>>()
     );
     let windows = s.server.window_queries();
-    assert!(
-        windows.iter().any(|w| w.rows == 4),
-        "some answers were cut at the limit"
-    );
-    assert!(
-        windows
-            .iter()
-            .all(|w| w.options["truncationmaxrecords"] == 4)
-    );
     let spans: Vec<i64> = windows
         .iter()
         .map(|w| w.parameter_ticks("_to").unwrap() - w.parameter_ticks("_from").unwrap())
@@ -505,8 +528,9 @@ fn a_result_too_large_halves_the_window_until_it_fits() {
 }
 
 #[test]
-fn a_window_still_too_large_at_the_floor_fails_with_the_limit_named() {
-    let s = Setup::new("    minWindow: 30s\n", "  maxRowsPerBatch: 2\n");
+fn a_window_over_a_query_limit_at_the_floor_fails_with_the_limit_named() {
+    let s = Setup::new("    minWindow: 30s\n", "");
+    s.server.set_hard_max_records(Some(2));
     s.manifest("rule.yaml", RULE);
     s.manifest("me.yaml", SELECTING_EXPORTER);
     s.server.ingest(
@@ -564,14 +588,14 @@ fn a_window_refused_halfway_is_read_again_and_only_the_rest_is_sent() {
     );
 }
 
+const BODY_EXPORTER: &str = "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {name: direct, namespace: monitoring}\nspec:\n  database: TelemetryDB\n  body: \"Raw | where t between (_startTime .. _endTime)\"\n  exporters: [sink]\n  interval: 1m\n  transform: {metricNameColumn: metric_name, valueColumn: v, timestampColumn: t, labelColumns: [host]}\n";
+
 #[test]
-fn a_body_interval_too_large_is_not_cut_in_parts() {
-    let s = Setup::new("", "  maxRowsPerBatch: 2\n");
+fn a_body_interval_over_a_query_limit_is_not_cut_in_parts() {
+    let s = Setup::new("", "");
+    s.server.set_hard_max_records(Some(2));
     s.server.create_table(DB, "Raw", &COLUMNS);
-    s.manifest(
-        "me.yaml",
-        "apiVersion: adx-mon.azure.com/v1\nkind: MetricsExporter\nmetadata: {name: direct, namespace: monitoring}\nspec:\n  database: TelemetryDB\n  body: \"Raw | where t between (_startTime .. _endTime)\"\n  exporters: [sink]\n  interval: 1m\n  transform: {metricNameColumn: metric_name, valueColumn: v, timestampColumn: t, labelColumns: [host]}\n",
-    );
+    s.manifest("me.yaml", BODY_EXPORTER);
     let start = (now_ticks() / (60 * TICKS_PER_SECOND) - 1) * 60 * TICKS_PER_SECOND;
     s.server.ingest(
         DB,
@@ -589,6 +613,99 @@ fn a_body_interval_too_large_is_not_cut_in_parts() {
     );
     let windows = s.server.window_queries();
     assert_eq!(windows.len(), 1, "no halving of an interval");
+}
+
+#[test]
+fn a_body_interval_larger_than_a_batch_goes_to_the_guest_in_chunks() {
+    let s = Setup::new("", "  maxRowsPerBatch: 2\n");
+    s.server.create_table(DB, "Raw", &COLUMNS);
+    s.manifest("me.yaml", BODY_EXPORTER);
+    let start = (now_ticks() / (60 * TICKS_PER_SECOND) - 1) * 60 * TICKS_PER_SECOND;
+    s.server.ingest(
+        DB,
+        "Raw",
+        (0..5)
+            .map(|i| row(i, start + i * TICKS_PER_SECOND, "h"))
+            .collect(),
+    );
+    ok(&s.run_once());
+    assert_eq!(
+        values(&s.receiver.wait_for_points(5, WAIT)),
+        (0..5).collect::<Vec<_>>()
+    );
+    let windows = s.server.window_queries();
+    assert_eq!(windows.len(), 1, "the interval in one query");
+    ok(&s.run_once());
+    assert_eq!(s.receiver.points().len(), 5, "nothing twice");
+}
+
+#[test]
+fn a_four_million_row_body_window_is_exported_whole_once_and_resumed_exactly() {
+    const ROWS: usize = 4_000_000;
+    let s = Setup::build(
+        Receiver::start_values_only(),
+        "",
+        "  maxRowsPerBatch: 100000\n",
+        "      maxPointsPerRequest: 10000\n",
+    );
+    let start = (now_ticks() / (60 * TICKS_PER_SECOND) - 1) * 60 * TICKS_PER_SECOND;
+    s.server.create_generated_table(
+        DB,
+        "Raw",
+        &COLUMNS,
+        ROWS,
+        start,
+        std::sync::Arc::new(move |i| {
+            vec![
+                json!("requests"),
+                json!(i),
+                json!(format_ticks(start + (i as i64 % 60) * TICKS_PER_SECOND)),
+                json!(format!("host-{}", i % 50)),
+            ]
+        }),
+    );
+    s.manifest("me.yaml", BODY_EXPORTER);
+    // ADX (and the test server) sorts the whole result before the first
+    // row: more than the other tests' 2 s.
+    let config = std::fs::read_to_string(s.path("kusto-metrics.yaml")).unwrap();
+    std::fs::write(
+        s.path("kusto-metrics.yaml"),
+        config.replacen("\n    timeout: 2s\n", "\n    timeout: 30s\n", 1),
+    )
+    .unwrap();
+    // The receiver refuses a request in the middle: the run fails there.
+    s.receiver.fail_after(150, 1, 400);
+    let out = s.run_once();
+    assert!(!out.status.success());
+    let first = s.receiver.values().len();
+    assert_eq!(
+        first,
+        150 * 10_000,
+        "the requests before the refused one: {}",
+        stderr(&out)
+    );
+    let out = s.run_once();
+    ok(&out);
+    let values = s.receiver.values();
+    assert_eq!(values.len(), ROWS, "every row once, nothing twice");
+    let mut seen = vec![false; ROWS];
+    for v in values {
+        let i = v as usize;
+        assert!(i < ROWS && !seen[i], "value {v} twice or unknown");
+        seen[i] = true;
+    }
+    // (A later interval may have closed meanwhile: it is read too.)
+    let windows = s.server.window_queries();
+    let first = windows[0].parameter_ticks("_startTime");
+    assert_eq!(
+        windows
+            .iter()
+            .filter(|w| w.parameter_ticks("_startTime") == first)
+            .count(),
+        2,
+        "the interval read once per run: {}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -19,8 +19,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::routing::post;
+use axum::body::Bytes;
 use kusto_metrics::source::batch::{sample_context, sort_rows};
 use kusto_metrics::source::kusto::auth::Identity;
 use kusto_metrics::source::kusto::{KustoClient, KustoConfig, Query, WindowStream};
@@ -147,35 +146,8 @@ fn run_child(case: Case, url: &str) -> Option<(usize, f64, u64)> {
     ))
 }
 
-/// Serves `body` to every query, in pieces, from memory.
 fn serve(body: Bytes) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    listener.set_nonblocking(true).expect("non-blocking");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/v2/rest/query",
-                post(move || {
-                    let body = body.clone();
-                    async move {
-                        let pieces: Vec<Result<Bytes, std::io::Error>> = (0..body.len())
-                            .step_by(PIECE)
-                            .map(|at| Ok(body.slice(at..(at + PIECE).min(body.len()))))
-                            .collect();
-                        Body::from_stream(futures::stream::iter(pieces))
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, app).await.expect("serving");
-        });
-    });
-    url
+    v2_response::serve(body, PIECE)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -138,6 +138,8 @@ struct Inner {
     reverse_rows: bool,
     /// Refuse requests that send `truncationmaxrecords`.
     forbid_truncation_max_records: bool,
+    /// A result limit `notruncation` does not lift.
+    hard_max_records: Option<u64>,
     /// Queries answered from generated tables, for their order.
     generated_queries: u64,
     /// When set, requests without `Authorization: Bearer <this>` get 401.
@@ -260,6 +262,15 @@ impl KustoServer {
     /// Refuse (HTTP 400) any query that sends `truncationmaxrecords`.
     pub fn forbid_truncation_max_records(&self, on: bool) {
         self.lock().forbid_truncation_max_records = on;
+    }
+
+    /// A result limit that `notruncation` does not lift, as a workload
+    /// group's request limits policy that is not relaxable: a query whose
+    /// result has more rows fails with ADX's limits error before any row
+    /// (the host's queries end in `order by`, so ADX gathers the result
+    /// before it sends a row).
+    pub fn set_hard_max_records(&self, max: Option<u64>) {
+        self.lock().hard_max_records = max;
     }
 
     /// `Some(enabled)`: set explicitly; `None`: never set.
@@ -605,13 +616,37 @@ async fn query(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         g.generated_queries += 1;
         prepare_query(&g.tables, &request, g.reverse_rows, seed)
     };
-    let (columns, rows) = match prepared {
+    let (columns, mut rows) = match prepared {
         Ok(r) => r,
         Err(message) => {
             set_outcome(&inner, index, 400, 0);
             return error_response(400, "General_BadRequest", &message, None);
         }
     };
+    let hard = inner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .hard_max_records;
+    if let Some(max) = hard {
+        let all: Vec<_> = rows.collect();
+        if all.len() as u64 > max {
+            let shape = AnswerShape {
+                progressive: false,
+                end_error: Some(limit_error(max)),
+                break_after: None,
+                max_records: None,
+                max_bytes: None,
+            };
+            return stream_answer(
+                inner,
+                index,
+                Vec::new(),
+                Box::new(std::iter::empty()),
+                shape,
+            );
+        }
+        rows = Box::new(all.into_iter());
+    }
     let truncated = request.options["notruncation"].as_bool() != Some(true);
     let shape = AnswerShape {
         progressive,

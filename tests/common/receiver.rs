@@ -46,12 +46,23 @@ pub struct Receiver {
     dir: PathBuf,
     out: PathBuf,
     log: PathBuf,
+    values_only: bool,
 }
 
 impl Receiver {
     /// Starts a receiver on free ports; panics (with its stderr) if it does
     /// not come up.
     pub fn start() -> Receiver {
+        Receiver::start_with(false)
+    }
+
+    /// A receiver that records only each request's point values
+    /// ([`Receiver::values`]), for millions of points.
+    pub fn start_values_only() -> Receiver {
+        Receiver::start_with(true)
+    }
+
+    fn start_with(values_only: bool) -> Receiver {
         let dir = temp_dir();
         let mut receiver = Receiver {
             child: None,
@@ -61,6 +72,7 @@ impl Receiver {
             out: dir.join("requests.jsonl"),
             log: dir.join("receiver.log"),
             dir,
+            values_only,
         };
         if let Err(e) = receiver.spawn() {
             panic!(
@@ -138,6 +150,20 @@ impl Receiver {
             }
         }
         points
+    }
+
+    /// The values of every number point recorded by a values-only
+    /// receiver, in order.
+    pub fn values(&self) -> Vec<f64> {
+        self.requests()
+            .iter()
+            .flat_map(|r| {
+                array(&r["values"])
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Waits until at least `n` points are recorded and returns all of them;
@@ -265,6 +291,7 @@ impl Receiver {
             .args(["--control-port", &self.control.to_string()])
             .arg("--out")
             .arg(&self.out)
+            .args(self.values_only.then_some("--values-only"))
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -23,6 +23,10 @@ once:
     {"transport": "http"|"grpc", "encoding": "protobuf"|"json",
      "gzip": bool, "headers": {lowercased name: value},
      "request": MessageToDict(request)}
+With --values-only, a line holds the request's number point values
+instead of the request, in order: {"transport", "encoding", "gzip",
+"headers", "values": [...]} (for millions of points, which as JSON dicts
+would not fit a test's time or memory).
 A malformed request gets 400 (gRPC: INVALID_ARGUMENT) with a message and is
 not recorded.
 
@@ -245,16 +249,38 @@ def count_points(request):
     return points
 
 
+VALUES_ONLY = False
+
+
+def point_values(request):
+    values = []
+    for resource in request.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                kind = metric.WhichOneof("data")
+                if kind in ("gauge", "sum"):
+                    for point in getattr(metric, kind).data_points:
+                        if point.WhichOneof("value") == "as_int":
+                            values.append(point.as_int)
+                        else:
+                            values.append(point.as_double)
+    return values
+
+
 def entry(transport, encoding, gzipped, headers, request):
-    return {
+    recorded = {
         "transport": transport,
         "encoding": encoding,
         "gzip": gzipped,
         "headers": headers,
-        "request": json_format.MessageToDict(
-            request, preserving_proto_field_name=False, use_integers_for_enums=True,
-        ),
     }
+    if VALUES_ONLY:
+        recorded["values"] = point_values(request)
+    else:
+        recorded["request"] = json_format.MessageToDict(
+            request, preserving_proto_field_name=False, use_integers_for_enums=True,
+        )
+    return recorded
 
 
 class BadRequest(Exception):
@@ -537,7 +563,11 @@ def main(argv=None):
     parser.add_argument("--control-port", type=int, default=0)
     parser.add_argument("--out", required=True, help="JSON Lines file the requests are appended to")
     parser.add_argument("--verbose", action="store_true", help="also log every HTTP exchange")
+    parser.add_argument("--values-only", action="store_true",
+                        help="record each request's point values, not the request")
     args = parser.parse_args(argv)
+    global VALUES_ONLY
+    VALUES_ONLY = args.values_only
 
     logging.basicConfig(
         stream=sys.stderr,

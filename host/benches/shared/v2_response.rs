@@ -1,5 +1,6 @@
 //! A Kusto v2 response of metric rows (metric name, value, timestamp,
 //! three labels; about 116 bytes a row), shared by the benchmarks.
+#![allow(dead_code)]
 
 use std::fmt::Write as _;
 
@@ -72,4 +73,37 @@ pub fn response(rows: usize) -> String {
     body.push_str(r#"{"FrameType":"DataSetCompletion","HasErrors":false,"Cancelled":false}"#);
     body.push_str("\n]");
     body
+}
+
+/// Serves `body` to every query on `/v2/rest/query`, in pieces of `piece`
+/// bytes, from memory, on a thread of its own; the base URL.
+pub fn serve(body: axum::body::Bytes, piece: usize) -> String {
+    use axum::body::{Body, Bytes};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    listener.set_nonblocking(true).expect("non-blocking");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/v2/rest/query",
+                axum::routing::post(move || {
+                    let body = body.clone();
+                    async move {
+                        let pieces: Vec<Result<Bytes, std::io::Error>> = (0..body.len())
+                            .step_by(piece)
+                            .map(|at| Ok(body.slice(at..(at + piece).min(body.len()))))
+                            .collect();
+                        Body::from_stream(futures::stream::iter(pieces))
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            axum::serve(listener, app).await.expect("serving");
+        });
+    });
+    url
 }

@@ -1,9 +1,11 @@
 //! An ADX table or a MetricsExporter's own body as a source of chunks:
 //! window after window from the job's cursor to the settled edge (fixed
-//! when the run starts), each window's rows in chunks of at most
-//! `maxRowsPerBatch`. A table window whose result is too large is halved
-//! (down to `minWindow`); a body window is one whole interval, never cut,
-//! since that would split the aggregates its query computes.
+//! when the run starts), each window's rows streamed in chunks of at most
+//! `maxRowsPerBatch` ([`super::stream`]: never truncated, never held
+//! whole). A table window whose query hits an ADX limit before its first
+//! chunk is halved (down to `minWindow`); a body window is one whole
+//! interval, never cut, since that would split the aggregates its query
+//! computes.
 //!
 //! Chunks of one window carry the window and their index; the progress
 //! after a chunk that is not the window's last records how many chunks of
@@ -11,26 +13,23 @@
 //! stopped in the middle of a window reads it again and skips exactly
 //! those, provided the same rows come back in the same order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::client::response_error;
 use super::kql::{self, WindowColumn};
+use super::stream::{RowChunk, WindowStream, chunk_digest};
 use super::table::{IngestionTime, TableColumn, check_columns, ingestion_time, table_columns};
 use super::window::{
     self, TICK, Window, next_aligned_window, next_ingestion_window, now_ticks, ticks,
 };
 use super::{KustoClient, KustoConfig, KustoError, KustoErrorKind, Query};
-use crate::source::batch::{slice, sort_rows};
 use crate::source::chunk::{Chunk, ChunkPosition, SourceError};
-use crate::source::kusto_v2::parse_v2_skipping_bad_rows;
-use crate::source::local_table::BadRow;
 use crate::state::{Cursor, PartialChunk, Progress};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::RuleLabels;
-use crate::wit::{Batch, BatchContext, ColumnValues, Requirements};
+use crate::wit::{Batch, BatchContext, Requirements};
 
 /// The ADX side of the host: one client, and what was learnt about each
 /// rule's table.
@@ -91,10 +90,17 @@ pub struct KustoSource {
 
 struct WindowRead {
     window: Window,
-    chunks: VecDeque<(Batch, Vec<BadRow>)>,
-    /// Chunks handed out so far, and the digest chained over them.
+    stream: WindowStream,
+    /// The chunk after the one handed out last, read ahead: a chunk is the
+    /// window's last (and moves the cursor) when nothing follows it.
+    ahead: Option<RowChunk>,
+    /// Chunks handed out so far (with those skipped when resuming), and
+    /// the digest chained over them.
     index: u32,
     chain: String,
+    /// Whether this read handed out anything yet: a window with nothing
+    /// left to hand out still gives one empty chunk, which moves the cursor.
+    handed_out: bool,
 }
 
 impl KustoSource {
@@ -148,7 +154,7 @@ impl KustoSource {
             self.by = Some(by);
         }
         loop {
-            if let Some(chunk) = self.take_chunk() {
+            if let Some(chunk) = self.take_chunk().await? {
                 return Ok(Some(chunk));
             }
             let Some(window) = self.next_window() else {
@@ -160,9 +166,11 @@ impl KustoSource {
     }
 
     /// The next chunk of the window being read; its end marker (an empty
-    /// chunk that moves the cursor) when a window has no rows.
-    fn take_chunk(&mut self) -> Option<Chunk> {
-        let current = self.current.as_mut()?;
+    /// chunk that moves the cursor) when a window has nothing to hand out.
+    async fn take_chunk(&mut self) -> Result<Option<Chunk>, SourceError> {
+        let Some(current) = self.current.as_mut() else {
+            return Ok(None);
+        };
         let window = current.window;
         let position = ChunkPosition {
             end_offset: window.end.max(0) as u64,
@@ -170,19 +178,33 @@ impl KustoSource {
             chunks: current.index,
             chunks_digest: current.chain.clone(),
         };
-        let (batch, bad_rows) = match current.chunks.pop_front() {
-            Some(c) => c,
-            None if current.index == 0 => (empty(&self.target.context), Vec::new()),
+        let (batch, bad_rows, digest) = match current.ahead.take() {
+            Some(c) => (c.batch, c.bad_rows, c.digest),
+            None if !current.handed_out => {
+                let batch = empty(&self.target.context);
+                let digest = chunk_digest(&batch);
+                (batch, Vec::new(), digest)
+            }
             None => {
                 self.current = None;
-                return None;
+                return Ok(None);
             }
         };
-        let digest = batch_digest(&batch);
+        current.handed_out = true;
+        let ahead = match current.stream.next_chunk().await {
+            Ok(next) => next,
+            Err(e) => {
+                self.current = None;
+                return Err(self.error(e));
+            }
+        };
+        let Some(current) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        current.ahead = ahead;
         current.index += 1;
         current.chain = chain(&current.chain, &digest);
-        let last = current.chunks.is_empty();
-        let next = if last {
+        let next = if current.ahead.is_none() {
             self.cursor = Some(window.end);
             self.current = None;
             self.span = self
@@ -206,7 +228,7 @@ impl KustoSource {
                 updated: String::new(),
             }
         };
-        Some(Chunk {
+        Ok(Some(Chunk {
             batch,
             bad_rows,
             origin: format!(
@@ -218,7 +240,7 @@ impl KustoSource {
             rows_key: digest,
             next,
             pending_bytes: None,
-        })
+        }))
     }
 
     fn next_window(&mut self) -> Option<Window> {
@@ -258,9 +280,12 @@ impl KustoSource {
         let body_mode = self.target.body.is_some();
         let resuming = self.resume.take();
         let min_window = ticks(self.runtime.config.min_window);
-        let (batch, bad_rows) = loop {
-            match self.read(window).await {
-                Ok(read) => break read,
+        // A limit ADX hits before the first chunk (memory, a workload
+        // group's cap) halves a table window; once rows have been handed
+        // on, a failure fails the window and the job resumes it later.
+        let (mut stream, first) = loop {
+            match self.open(window).await {
+                Ok(opened) => break opened,
                 Err(e) if e.is_too_large() && !body_mode && resuming.is_none() => {
                     let Some(half) = window.halve(min_window) else {
                         return Err(self.error(e));
@@ -268,19 +293,16 @@ impl KustoSource {
                     tracing::warn!(
                         metrics_exporter = %self.target.metrics_exporter, rule = %self.target.rule,
                         window_seconds = window::seconds(half.span()),
-                        "result too large; reading half the window"
+                        "a query limit was hit; reading half the window"
                     );
                     window = half;
                     self.span = half.span();
                 }
                 Err(e) if e.is_too_large() => {
                     return Err(SourceError::Columns {
-                        origin: format!(
-                            "MetricsExporter {} (body on {})",
-                            self.target.metrics_exporter, self.target.database
-                        ),
+                        origin: self.body_origin(),
                         message: format!(
-                            "the query's result for one interval ({}) is over a query limit, and an interval is not cut in parts (that would split its aggregates): aggregate more in spec.body; {e}",
+                            "the query for one interval ({}) hit a query limit, and an interval is not cut in parts (that would split its aggregates): aggregate more in spec.body; {e}",
                             humantime::format_duration(self.target.interval)
                         ),
                     });
@@ -288,8 +310,9 @@ impl KustoSource {
                 Err(e) => return Err(self.error(e)),
             }
         };
-        if body_mode {
-            let columns: Vec<TableColumn> = batch
+        if body_mode && let Some(first) = &first {
+            let columns: Vec<TableColumn> = first
+                .batch
                 .columns
                 .iter()
                 .map(|c| TableColumn {
@@ -300,29 +323,34 @@ impl KustoSource {
                 .collect();
             check_columns(&self.target.requirements, &columns).map_err(|message| {
                 SourceError::Columns {
-                    origin: format!(
-                        "MetricsExporter {} (body on {})",
-                        self.target.metrics_exporter, self.target.database
-                    ),
+                    origin: self.body_origin(),
                     message,
                 }
             })?;
         }
-        let mut chunks = into_chunks(batch, bad_rows, self.target.max_rows);
         let mut read = WindowRead {
             window,
-            chunks: VecDeque::new(),
+            stream,
+            ahead: first,
             index: 0,
             chain: String::new(),
+            handed_out: false,
         };
         if let Some(p) = resuming.filter(|p| p.chunks > 0) {
-            // Skip what was delivered, when the same rows came back.
+            // Skip what was delivered, when the same rows came back (ADX
+            // sends them in a stable order); else read the window again
+            // and send it whole.
             let mut chain_so_far = String::new();
-            for (batch, _) in chunks.iter().take(p.chunks as usize) {
-                chain_so_far = chain(&chain_so_far, &batch_digest(batch));
+            let mut skipped = 0;
+            while skipped < p.chunks {
+                let Some(chunk) = read.ahead.take() else {
+                    break;
+                };
+                chain_so_far = chain(&chain_so_far, &chunk.digest);
+                skipped += 1;
+                read.ahead = read.stream.next_chunk().await.map_err(|e| self.error(e))?;
             }
-            if chunks.len() >= p.chunks as usize && chain_so_far == p.chunks_digest {
-                chunks.drain(..p.chunks as usize);
+            if skipped == p.chunks && chain_so_far == p.chunks_digest {
                 read.index = p.chunks;
                 read.chain = chain_so_far;
             } else {
@@ -331,16 +359,27 @@ impl KustoSource {
                     window_end = %kql::format_ticks(window.end),
                     "a partly delivered window came back with other rows; sending it whole (the receiver may see the first part twice)"
                 );
+                let (again, first) = self.open(window).await.map_err(|e| self.error(e))?;
+                stream = again;
+                read = WindowRead {
+                    window,
+                    stream,
+                    ahead: first,
+                    index: 0,
+                    chain: String::new(),
+                    handed_out: false,
+                };
             }
         }
-        if chunks.is_empty() && read.index > 0 {
-            // Everything was delivered but the cursor had not moved yet: an
-            // empty last chunk moves it.
-            chunks.push((empty(&self.target.context), Vec::new()));
-        }
-        read.chunks = chunks.into();
         self.current = Some(read);
         Ok(())
+    }
+
+    fn body_origin(&self) -> String {
+        format!(
+            "MetricsExporter {} (body on {})",
+            self.target.metrics_exporter, self.target.database
+        )
     }
 
     /// Before the first read of a rule's table: its columns against the
@@ -399,8 +438,8 @@ impl KustoSource {
         Ok(Some(by))
     }
 
-    /// One window's rows.
-    async fn read(&self, window: Window) -> Result<(Batch, Vec<BadRow>), KustoError> {
+    /// One window's query, sent, and its first chunk.
+    async fn open(&self, window: Window) -> Result<(WindowStream, Option<RowChunk>), KustoError> {
         let t = &self.target;
         let database = &t.database;
         let quoted = |e: kql::NameError| {
@@ -444,42 +483,20 @@ impl KustoSource {
                 ));
             }
         };
-        let answer = self
-            .runtime
-            .client
-            .query(&Query {
-                database: database.clone(),
-                csl,
-                parameters,
-                max_records: Some(t.max_rows),
-                activity: "Window",
-            })
-            .await?;
         let mut context = t.context.clone();
         context.window_start = Some(window.start.saturating_mul(100));
         context.window_end = Some(window.end.saturating_mul(100));
-        let origin = format!(
-            "{database} request {} ({} .. {})",
-            answer.request_id,
-            kql::format_ticks(window.start),
-            kql::format_ticks(window.end)
-        );
-        let request_id = answer.request_id.clone();
-        let body = answer.body;
-        let parsed = tokio::task::spawn_blocking(move || {
-            parse_v2_skipping_bad_rows(&origin, &body, context)
-        })
-        .await
-        .map_err(|e| {
-            KustoError::new(
-                database,
-                &request_id,
-                KustoErrorKind::Network(e.to_string()),
-            )
-        })?;
-        let (mut batch, bad_rows) = parsed.map_err(|e| response_error(database, &request_id, e))?;
-        sort_rows(&mut batch);
-        Ok((batch, bad_rows))
+        let query = Query {
+            database: database.clone(),
+            csl,
+            parameters,
+            max_records: None,
+            activity: "Window",
+        };
+        let mut stream =
+            WindowStream::open(&self.runtime.client, &query, context, t.max_rows).await?;
+        let first = stream.next_chunk().await?;
+        Ok((stream, first))
     }
 }
 
@@ -489,25 +506,6 @@ fn empty(context: &BatchContext) -> Batch {
         row_count: 0,
         columns: Vec::new(),
     }
-}
-
-/// A window's rows as chunks of at most `max_rows`; the bad rows go with
-/// the first chunk.
-fn into_chunks(batch: Batch, bad_rows: Vec<BadRow>, max_rows: usize) -> Vec<(Batch, Vec<BadRow>)> {
-    let rows = batch.row_count as usize;
-    let max_rows = max_rows.max(1);
-    if rows <= max_rows {
-        return vec![(batch, bad_rows)];
-    }
-    let mut chunks = Vec::with_capacity(rows.div_ceil(max_rows));
-    let mut bad = Some(bad_rows);
-    for start in (0..rows).step_by(max_rows) {
-        chunks.push((
-            slice(&batch, start..(start + max_rows).min(rows)),
-            bad.take().unwrap_or_default(),
-        ));
-    }
-    chunks
 }
 
 /// The digest chained over a window's chunks so far.
@@ -543,37 +541,6 @@ fn timestamp_column(requirements: &Requirements, columns: &[TableColumn]) -> Opt
         [one] => Some(one.to_string()),
         _ => None,
     }
-}
-
-/// Tells apart two results of the same window (rows in a fixed order): a
-/// partly delivered window is only resumed when the same rows came back.
-pub fn batch_digest(batch: &Batch) -> String {
-    let mut h = Sha256::new();
-    h.update(batch.row_count.to_le_bytes());
-    for c in &batch.columns {
-        h.update(c.name.as_bytes());
-        h.update(&c.validity);
-        match &c.values {
-            ColumnValues::Booleans(v) => h.update(v),
-            ColumnValues::Longs(v) | ColumnValues::Ticks(v) => {
-                v.iter().for_each(|x| h.update(x.to_le_bytes()))
-            }
-            ColumnValues::Reals(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
-            ColumnValues::Text(t) => {
-                h.update(t.data.as_bytes());
-                t.offsets.iter().for_each(|x| h.update(x.to_le_bytes()));
-            }
-            ColumnValues::Dictionary(d) => {
-                h.update(d.values.data.as_bytes());
-                d.values
-                    .offsets
-                    .iter()
-                    .for_each(|x| h.update(x.to_le_bytes()));
-                d.indices.iter().for_each(|x| h.update(x.to_le_bytes()));
-            }
-        }
-    }
-    hex::encode(&h.finalize()[..16])
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
