@@ -33,6 +33,9 @@ pub mod reason {
     pub const EXPORT_SUCCEEDED: &str = "ExportSucceeded";
     pub const EXPORT_FAILED: &str = "ExportFailed";
     pub const MISSING_COLUMNS: &str = "MissingColumns";
+    /// Delivered, but the progress could not be saved: nothing new is sent
+    /// until it is.
+    pub const COMMIT_FAILED: &str = "CommitFailed";
     pub const SOURCE_FAILED: &str = "SourceFailed";
     pub const TRANSFORM_FAILED: &str = "TransformFailed";
     pub const AS_EXPECTED: &str = "AsExpected";

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::leases::Leases;
-use super::runner::{Owner, Runner, SHUTDOWN_GRACE, Task, apply_changes, futures_join, spawn};
+use super::runner::{Owner, Runner, SHUTDOWN_GRACE, Task, apply_changes, spawn, stop_all};
+use super::stop::Stop;
 use crate::config::HostConfig;
 use crate::discovery::kubernetes::KubeDiscovery;
 use crate::discovery::{ExportPlan, plan};
@@ -53,7 +53,7 @@ pub async fn run(
         for plan in plans {
             let (runner, statuses) = (runner.clone(), statuses.clone());
             all.spawn(async move {
-                let summary = runner.run_plan(&plan).await;
+                let summary = runner.run_plan(&plan, &Stop::never()).await;
                 statuses
                     .report_run(&plan.key, plan.generation, &summary)
                     .await;
@@ -88,6 +88,13 @@ pub async fn run(
             };
             spawn(&runner, plan, previous, owner)
         });
+        // An exporter handed over that has no run here (its status is not
+        // loaded, its manifest is invalid) has nothing to finish.
+        for key in leases.draining_keys() {
+            if !tasks.contains_key(&key) {
+                leases.fence(&key).drained();
+            }
+        }
         tokio::select! {
             _ = &mut shutdown => break,
             _ = discovery.changed() => {}
@@ -96,8 +103,7 @@ pub async fn run(
         }
     }
     tracing::info!("stopping: letting runs in progress finish, then giving the leases up");
-    let handles: Vec<JoinHandle<()>> = tasks.into_values().map(Task::stop).collect();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures_join(handles)).await;
+    stop_all(tasks.into_values().collect(), SHUTDOWN_GRACE).await;
     let _ = stop_leases.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), lease_task).await;
     Ok(true)

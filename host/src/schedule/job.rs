@@ -16,12 +16,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use super::stages::{self, Transformed};
+use super::stop::Stop;
 use crate::config::host_config::SourceConfig;
 use crate::discovery::{ExportPlan, RuleTarget};
 use crate::error::{Classify, RetryClass};
+use crate::export::deliver::{Accepted, ErrorKind};
 use crate::export::{Delivered, ExportError, Sink};
 use crate::schedule::runner::Shared;
-use crate::source::chunk::{LocalSource, Source, SourceError};
+use crate::source::chunk::{ChunkPosition, LocalSource, Source, SourceError};
 use crate::source::kusto::windows::{KustoSource, Target};
 use crate::source::local_table::BadRow;
 use crate::state::{Progress, StateError};
@@ -35,6 +37,13 @@ use crate::wit::{BatchContext, MetricData, Output, Requirements};
 pub const INVALID_ROW: &str = "invalid-row";
 /// The skip reason for a row on which the guest alone hits a limit.
 pub const GUEST_LIMIT: &str = "guest-limit";
+/// A commit that fails after its chunk was delivered is tried again for
+/// this long (backoff from [`COMMIT_RETRY_FIRST`] to [`COMMIT_RETRY_MAX`])
+/// before the job gives up; it is then kept in memory and tried first on
+/// the next run, before anything new is delivered.
+pub const COMMIT_RETRY_FOR: Duration = Duration::from_secs(30);
+pub const COMMIT_RETRY_FIRST: Duration = Duration::from_millis(100);
+pub const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -66,9 +75,8 @@ impl JobError {
             }
             JobError::Source(_) => reason::SOURCE_FAILED,
             JobError::Transform(_) => reason::TRANSFORM_FAILED,
-            JobError::Export(_) | JobError::State(_) | JobError::Internal(_) => {
-                reason::EXPORT_FAILED
-            }
+            JobError::State(_) => reason::COMMIT_FAILED,
+            JobError::Export(_) | JobError::Internal(_) => reason::EXPORT_FAILED,
         }
     }
 
@@ -105,6 +113,8 @@ pub struct JobReport {
     /// Points a receiver took delivery of but refused for good (OTLP
     /// partial success, samples Prometheus will not take).
     pub points_rejected: u64,
+    /// The job was told to stop and did, with its progress recorded.
+    pub stopped: bool,
 }
 
 impl JobReport {
@@ -212,6 +222,7 @@ impl<'a> Job<'a> {
         outputs: &[Output],
         mut skip: usize,
         report: &mut JobReport,
+        recorder: &mut RecordAccepted<'_>,
     ) -> Result<Delivered, JobError> {
         let shared = self.shared;
         let mut total = Delivered::default();
@@ -223,7 +234,12 @@ impl<'a> Job<'a> {
                 Some(store) if skip == 0 => {
                     store.update_for(&self.plan.key, &shared.resource, output)
                 }
-                _ => self.sink.send_from(&shared.resource, output, skip).await,
+                _ => {
+                    recorder.before = total.requests + total.skipped;
+                    self.sink
+                        .send_with(&shared.resource, output, skip, recorder)
+                        .await
+                }
             };
             shared
                 .metrics
@@ -236,14 +252,16 @@ impl<'a> Job<'a> {
                 Ok(d) => d,
                 Err(mut e) => {
                     self.count_points(e.delivered.points, e.delivered.rejected_points, report);
-                    shared
-                        .metrics
-                        .export_failures
-                        .get_or_create(&FailureLabels {
-                            exporter: self.sink_name.to_string(),
-                            reason: e.reason().to_string(),
-                        })
-                        .inc();
+                    if !matches!(e.kind, ErrorKind::Stopped) {
+                        shared
+                            .metrics
+                            .export_failures
+                            .get_or_create(&FailureLabels {
+                                exporter: self.sink_name.to_string(),
+                                reason: e.reason().to_string(),
+                            })
+                            .inc();
+                    }
                     // What the chunk had delivered before, for the resume.
                     e.delivered.requests += total.requests + total.skipped;
                     e.delivered.skipped = 0;
@@ -338,11 +356,19 @@ impl<'a> Job<'a> {
     }
 }
 
-/// Runs one job until its source is caught up (chunk by chunk) or a step
-/// fails; `report` says what was done either way.
-pub async fn run_job(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobError> {
+/// Runs one job until its source is caught up (chunk by chunk), a step
+/// fails, or `stop` says so; `report` says what was done either way.
+pub async fn run_job(job: &Job<'_>, report: &mut JobReport, stop: &Stop) -> Result<(), JobError> {
     let state = &job.shared.state;
-    let mut committed = state.get(&job.key).unwrap_or_default();
+    // A commit that failed after its delivery lands first: nothing new is
+    // sent for the job before it does.
+    let mut committed = match job.shared.pending_commits.take(&job.key) {
+        Some(pending) => {
+            commit(job, pending.clone(), stop).await?;
+            pending
+        }
+        None => state.get(&job.key).unwrap_or_default(),
+    };
     let source = job.source(committed.clone())?;
     let mut chunks = stages::start(
         source,
@@ -352,6 +378,10 @@ pub async fn run_job(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobErr
     let shape = job.sink.shape_key();
     while let Some(transformed) = chunks.next().await {
         let t = transformed?;
+        if stop.now() {
+            report.stopped = true;
+            return Ok(());
+        }
         job.count_chunk(&t, report);
         if t.outputs.iter().any(|o| o.point_count() > 0) {
             let key = output_key(
@@ -366,21 +396,111 @@ pub async fn run_job(job: &Job<'_>, report: &mut JobReport) -> Result<(), JobErr
                 .as_ref()
                 .filter(|p| t.at.is(p) && p.output_key == key)
                 .map_or(0, |p| p.requests);
-            if let Err(e) = job.deliver(&t.outputs, skip, report).await {
+            let mut recorder = RecordAccepted {
+                job,
+                committed: &committed,
+                at: &t.at,
+                output_key: &key,
+                before: 0,
+                stop,
+            };
+            if let Err(e) = job.deliver(&t.outputs, skip, report, &mut recorder).await {
+                let stopped =
+                    matches!(&e, JobError::Export(x) if matches!(x.kind, ErrorKind::Stopped));
                 if let JobError::Export(export) = &e
                     && export.delivered.requests > skip
                 {
                     let mut keep = committed.clone();
                     keep.partial = Some(t.at.partial(export.delivered.requests, key));
-                    state.commit(&job.key, keep).await?;
+                    commit(job, keep, stop).await?;
+                }
+                if stopped {
+                    report.stopped = true;
+                    return Ok(());
                 }
                 return Err(e);
             }
         }
-        state.commit(&job.key, t.next.clone()).await?;
+        commit(job, t.next.clone(), stop).await?;
         committed = t.next;
+        if stop.draining() {
+            report.stopped = true;
+            return Ok(());
+        }
     }
     Ok(())
+}
+
+/// Commits durably, retrying a failure that may pass (a full disk, an API
+/// server that throttles) for [`COMMIT_RETRY_FOR`]. Given up, the progress
+/// is kept in memory for the job's next run, which commits it before it
+/// sends anything: what was delivered is never sent again because its
+/// commit failed.
+async fn commit(job: &Job<'_>, progress: Progress, stop: &Stop) -> Result<(), JobError> {
+    let state = &job.shared.state;
+    let started = Instant::now();
+    let mut delay = COMMIT_RETRY_FIRST;
+    loop {
+        let error = match state.commit(&job.key, progress.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        job.shared
+            .metrics
+            .commit_failures
+            .get_or_create(&job.rule_labels())
+            .inc();
+        let retry = error.retry_class() == RetryClass::Retryable
+            && started.elapsed() + delay < COMMIT_RETRY_FOR
+            && !stop.now();
+        if !retry {
+            if error.retry_class() == RetryClass::Retryable {
+                tracing::error!(metrics_exporter = %job.plan.key, rule = %job.rule.key, exporter = %job.sink_name, error = %error, "cannot commit progress after delivery; kept in memory, committed before anything new is sent");
+                job.shared.pending_commits.put(&job.key, progress);
+            }
+            return Err(error.into());
+        }
+        tracing::warn!(metrics_exporter = %job.plan.key, rule = %job.rule.key, exporter = %job.sink_name, error = %error, retry_in = ?delay, "cannot commit progress; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(COMMIT_RETRY_MAX);
+    }
+}
+
+/// Told by the sink after each request the receiver accepted: records the
+/// chunk's partial progress (so a crash repeats at most the request in
+/// flight), and stops delivery there when the job is to stop now.
+struct RecordAccepted<'j> {
+    job: &'j Job<'j>,
+    committed: &'j Progress,
+    at: &'j ChunkPosition,
+    output_key: &'j str,
+    /// Requests of the chunk's earlier outputs.
+    before: usize,
+    stop: &'j Stop,
+}
+
+impl Accepted for RecordAccepted<'_> {
+    fn accepted(
+        &mut self,
+        requests: usize,
+    ) -> futures::future::BoxFuture<'_, Result<(), ErrorKind>> {
+        Box::pin(async move {
+            let mut progress = self.committed.clone();
+            progress.partial = Some(
+                self.at
+                    .partial(self.before + requests, self.output_key.to_string()),
+            );
+            if let Err(e) = self.job.shared.state.note(&self.job.key, progress).await {
+                // The chunk's own commit still follows; only a crash before
+                // it would repeat these requests.
+                tracing::warn!(metrics_exporter = %self.job.plan.key, error = %e, "cannot record the requests accepted so far");
+            }
+            if self.stop.now() {
+                return Err(ErrorKind::Stopped);
+            }
+            Ok(())
+        })
+    }
 }
 
 /// What decides the requests a chunk becomes: the guest, its

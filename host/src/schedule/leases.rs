@@ -56,6 +56,9 @@ struct Held {
     lease: String,
     resource_version: String,
     valid_until: Instant,
+    /// Being handed over since then: still renewed while its run finishes
+    /// its chunk in flight, released once it has ([`Fence::drained`]).
+    draining: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -156,6 +159,57 @@ impl Leases {
         self.lock().held.get(key).map(|h| h.valid_until)
     }
 
+    fn is_draining(&self, key: &str) -> bool {
+        self.lock()
+            .held
+            .get(key)
+            .is_some_and(|h| h.draining.is_some())
+    }
+
+    /// Exporters being handed over.
+    pub fn draining_keys(&self) -> Vec<String> {
+        self.lock()
+            .held
+            .iter()
+            .filter(|(_, h)| h.draining.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// How long a handover may take before the Lease is dropped without
+    /// being released (its run is then stopped after the request in flight
+    /// and the next holder waits for the Lease to expire): well inside the
+    /// claim, so the run never outlives it.
+    fn drain_bound(&self) -> Duration {
+        self.claim() / 2
+    }
+
+    /// Starts handing `key` over, or finishes it when its run is done or
+    /// the bound has passed.
+    async fn give_up(&self, key: &str) {
+        let since = {
+            let mut inner = self.lock();
+            let Some(h) = inner.held.get_mut(key) else {
+                return;
+            };
+            match h.draining {
+                Some(since) => since,
+                None => {
+                    h.draining = Some(Instant::now());
+                    drop(inner);
+                    tracing::info!(metrics_exporter = %key, "handing the exporter over: its run finishes the chunk in flight first");
+                    self.notify();
+                    return;
+                }
+            }
+        };
+        if since.elapsed() >= self.drain_bound() {
+            tracing::warn!(metrics_exporter = %key, bound = ?self.drain_bound(), "the run did not finish its chunk in time; dropping the lease without releasing it (the next holder waits for it to expire)");
+            self.lock().held.remove(key);
+            self.notify();
+        }
+    }
+
     /// How long a claim lasts from when its renewal was sent.
     fn claim(&self) -> Duration {
         let safety = self.duration / 10;
@@ -202,10 +256,14 @@ impl Leases {
         held.sort_by_key(|k| std::cmp::Reverse(score(&self.identity, k)));
         let mut keep = 0;
         for key in held {
-            if candidates.contains(&key) && keep < share {
+            if candidates.contains(&key) && keep < share && !self.is_draining(&key) {
                 keep += 1;
-            } else {
+            } else if !candidates.contains(&key) && !self.is_draining(&key) {
+                // Removed or no longer this replica's to plan: nothing runs
+                // it any more.
                 self.release(&key).await;
+            } else {
+                self.give_up(&key).await;
             }
         }
         let mut free: Vec<&String> = candidates
@@ -433,6 +491,7 @@ impl Leases {
                         lease: name,
                         resource_version: l.metadata.resource_version.unwrap_or_default(),
                         valid_until: sent + self.claim(),
+                        draining: None,
                     },
                 );
             }
@@ -496,6 +555,31 @@ pub struct Fence {
 }
 
 impl Fence {
+    /// The exporter is being handed over: its run should finish the chunk
+    /// in flight and end.
+    pub fn is_draining(&self) -> bool {
+        self.leases.is_draining(&self.key)
+    }
+
+    pub async fn draining(&self) {
+        let mut changes = self.leases.subscribe();
+        while !self.is_draining() {
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// The exporter's run has ended: a Lease being handed over is released
+    /// now rather than at the next round.
+    pub fn drained(&self) {
+        if !self.is_draining() {
+            return;
+        }
+        let (leases, key) = (self.leases.clone(), self.key.clone());
+        tokio::spawn(async move { leases.release(&key).await });
+    }
+
     pub fn is_held(&self) -> bool {
         self.leases
             .valid_until(&self.key)

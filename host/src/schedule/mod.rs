@@ -13,5 +13,6 @@ pub mod job;
 pub mod leases;
 pub mod runner;
 pub mod stages;
+pub mod stop;
 
 pub use runner::{Runner, run};

@@ -5,12 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::guests::GuestCache;
 use super::job::{Job, JobReport, run_job};
 use super::leases::Fence;
+use super::stop::{Stop, StopHandle, StopLevel, stop_pair};
 use crate::config::HostConfig;
 use crate::discovery::{Catalog, ExportPlan, ManifestFolder, plan};
 use crate::export::{Resource, Sink};
@@ -18,7 +18,7 @@ use crate::source::kusto::windows::KustoRuntime;
 use crate::source::kusto::{KustoClient, auth};
 use crate::state::file::FileStore;
 use crate::state::status::{RunSummary, StatusStore};
-use crate::state::{ProgressStore, job_key};
+use crate::state::{PendingCommits, ProgressStore, job_key};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::RunLabels;
 use crate::telemetry::server::Health;
@@ -29,6 +29,9 @@ use crate::wit::Requirements;
 
 /// How long a stopping host waits for runs in progress.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// After the grace, how long runs told to stop after their request in
+/// flight get to do it.
+pub const STOP_NOW_BOUND: Duration = Duration::from_secs(5);
 /// How often unused pulled modules are looked for.
 pub const MODULE_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -45,6 +48,8 @@ pub struct Shared {
     /// Turns for jobs: at most `maxConcurrentJobs` run at once, the others
     /// wait in the order they asked (tokio's semaphore is fair).
     pub jobs: Arc<tokio::sync::Semaphore>,
+    /// Progress delivered but not committed yet, by job.
+    pub pending_commits: PendingCommits,
     /// What each (guest, configuration) needs from a table: `validate` runs
     /// once per pair, not once per run.
     requirements: std::sync::Mutex<HashMap<(String, String), Arc<Requirements>>>,
@@ -114,6 +119,7 @@ impl Runner {
                 resource: Resource::default_host(),
                 kusto,
                 jobs: Arc::new(tokio::sync::Semaphore::new(max_jobs)),
+                pending_commits: PendingCommits::default(),
                 requirements: std::sync::Mutex::new(HashMap::new()),
             }),
         })
@@ -161,7 +167,7 @@ impl Runner {
     /// One run of one MetricsExporter: every matched rule to every named
     /// exporter, concurrently; one failing job does not hold back the
     /// others. What it came to (no failures: all succeeded).
-    pub async fn run_plan(&self, plan: &ExportPlan) -> RunSummary {
+    pub async fn run_plan(&self, plan: &ExportPlan, stop: &Stop) -> RunSummary {
         let mut summary = RunSummary {
             rules: plan
                 .rules
@@ -223,13 +229,14 @@ impl Runner {
                 let Some(sink) = shared.sinks.get(sink_name).cloned() else {
                     continue; // checked when planning
                 };
-                let (shared, plan, rule, sink_name, guest, requirements) = (
+                let (shared, plan, rule, sink_name, guest, requirements, stop) = (
                     shared.clone(),
                     plan.clone(),
                     rule.clone(),
                     sink_name.clone(),
                     guest.clone(),
                     requirements.clone(),
+                    stop.clone(),
                 );
                 jobs.spawn(async move {
                     // The semaphore is never closed.
@@ -246,7 +253,7 @@ impl Runner {
                         requirements: &requirements,
                         key: job_key(&plan.key, &rule.key, &sink_name),
                     };
-                    let result = run_job(&job, &mut report).await;
+                    let result = run_job(&job, &mut report, &stop).await;
                     log_job(&plan, &rule.key, &sink_name, &report, &result, t.elapsed());
                     let failure = result.err().map(|e| (e.condition_reason(), e.to_string()));
                     (report, failure)
@@ -332,6 +339,16 @@ fn log_job(
         .join(",");
     let duration_ms = took.as_millis() as u64;
     match result {
+        Ok(()) if report.stopped => tracing::info!(
+            metrics_exporter = %plan.key, rule, exporter = sink,
+            rows_read = report.rows_read, points_sent = report.points_sent, points_rejected = report.points_rejected, skipped = %skipped, duration_ms,
+            "export run stopped as asked; progress recorded, the rest goes out on a later run"
+        ),
+        // Nothing new: thousands of idle exporters would fill the log.
+        Ok(()) if report.rows_read == 0 && report.skipped.is_empty() => tracing::debug!(
+            metrics_exporter = %plan.key, rule, exporter = sink, duration_ms,
+            "export run: nothing new"
+        ),
         Ok(()) => tracing::info!(
             metrics_exporter = %plan.key, rule, exporter = sink,
             rows_read = report.rows_read, points_sent = report.points_sent, points_rejected = report.points_rejected, skipped = %skipped, duration_ms,
@@ -410,7 +427,13 @@ pub async fn run(
         let mut all = tokio::task::JoinSet::new();
         for plan in plans {
             let runner = runner.clone();
-            all.spawn(async move { runner.run_plan(&plan).await.failures.is_empty() });
+            all.spawn(async move {
+                runner
+                    .run_plan(&plan, &Stop::never())
+                    .await
+                    .failures
+                    .is_empty()
+            });
         }
         let mut ok = true;
         while let Some(done) = all.join_next().await {
@@ -449,28 +472,55 @@ pub async fn run(
             }
         }
     }
-    tracing::info!("stopping: letting runs in progress finish");
-    let handles: Vec<JoinHandle<()>> = tasks.into_values().map(Task::stop).collect();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures_join(handles)).await;
+    tracing::info!("stopping: letting runs in progress finish their chunk");
+    stop_all(tasks.into_values().collect(), SHUTDOWN_GRACE).await;
     Ok(true)
 }
 
-pub(crate) async fn futures_join(handles: Vec<JoinHandle<()>>) {
-    for h in handles {
-        let _ = h.await;
+/// Drains every task (each finishes and commits its chunk in flight);
+/// those still running after `grace` stop after their request in flight,
+/// with what was accepted recorded, for at most [`STOP_NOW_BOUND`] more.
+pub(crate) async fn stop_all(tasks: Vec<Task>, grace: Duration) {
+    let mut handles = Vec::with_capacity(tasks.len());
+    let mut stops = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        task.stop.drain();
+        stops.push(task.stop);
+        handles.push(task.handle);
     }
+    let mut all = futures_join(handles);
+    if tokio::time::timeout(grace, &mut all).await.is_ok() {
+        return;
+    }
+    tracing::warn!(grace = ?grace, "runs still going after the shutdown grace; stopping them after their request in flight");
+    for stop in &stops {
+        stop.now();
+    }
+    let _ = tokio::time::timeout(STOP_NOW_BOUND, all).await;
+}
+
+pub(crate) fn futures_join(
+    handles: Vec<JoinHandle<()>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        for h in handles {
+            let _ = h.await;
+        }
+    })
 }
 
 /// A running MetricsExporter.
 pub(crate) struct Task {
     pub(crate) plan: ExportPlan,
-    pub(crate) stop: watch::Sender<bool>,
+    pub(crate) stop: StopHandle,
     pub(crate) handle: JoinHandle<()>,
 }
 
 impl Task {
+    /// Asks the task to stop at its next chunk boundary; its handle ends
+    /// once it has.
     pub(crate) fn stop(self) -> JoinHandle<()> {
-        let _ = self.stop.send(true);
+        self.stop.drain();
         self.handle
     }
 }
@@ -544,6 +594,28 @@ impl Owner {
             Owner::Lease { fence, .. } => fence.lost().await,
         }
     }
+
+    /// Resolves when this host is to hand the exporter over.
+    async fn draining(&self) {
+        match self {
+            Owner::Local => std::future::pending().await,
+            Owner::Lease { fence, .. } => fence.draining().await,
+        }
+    }
+
+    fn is_draining(&self) -> bool {
+        match self {
+            Owner::Local => false,
+            Owner::Lease { fence, .. } => fence.is_draining(),
+        }
+    }
+
+    /// The task has ended: a Lease being handed over may go.
+    fn done(&self) {
+        if let Owner::Lease { fence, .. } = self {
+            fence.drained();
+        }
+    }
 }
 
 /// Runs one exporter on its interval while this host owns it: the one run
@@ -554,7 +626,8 @@ pub(crate) fn spawn(
     previous: Option<JoinHandle<()>>,
     owner: Owner,
 ) -> Task {
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = stop_pair();
+    let escalate = stop.clone();
     let runner = runner.clone();
     let p = plan.clone();
     let handle = tokio::spawn(async move {
@@ -566,27 +639,39 @@ pub(crate) fn spawn(
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = stopped.changed() => {}
+                _ = stopped.reached(StopLevel::Drain) => {}
                 _ = owner.lost() => {}
+                _ = owner.draining() => {}
             }
-            if *stopped.borrow() || !owner.held() {
+            if stopped.draining() || !owner.held() || owner.is_draining() {
                 break;
             }
-            // Losing the lease mid-run drops the run at its next await:
-            // the replica that takes over starts from the last progress
-            // written, and this one writes nothing more.
-            tokio::select! {
-                summary = runner.run_plan(&p) => {
-                    if let Owner::Lease { statuses, .. } = &owner {
-                        statuses.report_run(&p.key, p.generation, &summary).await;
-                    }
-                }
+            // A run is never dropped half-way (what the receiver accepted
+            // would not be recorded, and the next holder would send it
+            // again): it is told to stop, and stops where its progress is
+            // true.
+            let run = runner.run_plan(&p, &stopped);
+            tokio::pin!(run);
+            let summary = tokio::select! {
+                summary = &mut run => summary,
                 _ = owner.lost() => {
-                    tracing::warn!(metrics_exporter = %p.key, "lease lost during a run; stopped it");
-                    break;
+                    tracing::warn!(metrics_exporter = %p.key, "lease lost during a run; stopping it after the request in flight");
+                    escalate.now();
+                    run.await
                 }
+                _ = owner.draining() => {
+                    tracing::info!(metrics_exporter = %p.key, "handing the exporter over: finishing the chunk in flight");
+                    escalate.drain();
+                    run.await
+                }
+            };
+            if let Owner::Lease { statuses, .. } = &owner
+                && owner.held()
+            {
+                statuses.report_run(&p.key, p.generation, &summary).await;
             }
         }
+        owner.done();
     });
     Task { plan, stop, handle }
 }

@@ -26,14 +26,19 @@ pub struct Stop {
 }
 
 /// The owner's side.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct StopHandle {
-    tx: watch::Sender<StopLevel>,
+    tx: std::sync::Arc<watch::Sender<StopLevel>>,
 }
 
 pub fn stop_pair() -> (StopHandle, Stop) {
     let (tx, rx) = watch::channel(StopLevel::Run);
-    (StopHandle { tx }, Stop { rx })
+    (
+        StopHandle {
+            tx: std::sync::Arc::new(tx),
+        },
+        Stop { rx },
+    )
 }
 
 impl StopHandle {

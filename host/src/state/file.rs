@@ -28,6 +28,8 @@ pub(crate) const LOG_NAME: &str = "progress.log";
 /// than twice as many lines as entries).
 pub const COMPACT_AFTER: usize = 10_000;
 
+type Queued = (u64, String, Progress, bool);
+
 #[derive(Serialize, Deserialize)]
 struct LogLine {
     key: String,
@@ -39,8 +41,9 @@ pub struct FileStore {
     log_path: PathBuf,
     /// What is durable: only entries whose line was synced.
     entries: Mutex<BTreeMap<String, Progress>>,
-    /// Commits waiting for a writer.
-    queue: Mutex<Vec<(u64, String, Progress)>>,
+    /// Commits waiting for a writer (sequence, key, progress, whether it
+    /// must be synced).
+    queue: Mutex<Vec<Queued>>,
     /// The one writer at a time, with the log file and its line count.
     writer: Mutex<Writer>,
     /// Sequence numbers handed out, and the highest one known durable.
@@ -143,7 +146,20 @@ impl FileStore {
 
     /// Records progress durably before returning; nothing is written when
     /// the job has not moved.
-    pub fn commit(&self, key: &str, mut progress: Progress) -> Result<(), StateError> {
+    pub fn commit(&self, key: &str, progress: Progress) -> Result<(), StateError> {
+        self.write(key, progress, true)
+    }
+
+    /// Like [`Self::commit`], without the sync: the line reaches the page
+    /// cache, so it survives the process being killed, not the machine
+    /// going down (then the last synced commit holds). For the requests of
+    /// a chunk accepted so far, where a sync per request would cost more
+    /// than the request.
+    pub fn note(&self, key: &str, progress: Progress) -> Result<(), StateError> {
+        self.write(key, progress, false)
+    }
+
+    fn write(&self, key: &str, mut progress: Progress, sync: bool) -> Result<(), StateError> {
         if lock(&self.entries).get(key) == Some(&progress) {
             return Ok(());
         }
@@ -152,7 +168,7 @@ impl FileStore {
         let seq = {
             let mut queue = lock(&self.queue);
             let seq = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
-            queue.push((seq, key.to_string(), progress));
+            queue.push((seq, key.to_string(), progress, sync));
             seq
         };
         let mut writer = lock(&self.writer);
@@ -161,20 +177,20 @@ impl FileStore {
             return Ok(());
         }
         let batch = std::mem::take(&mut *lock(&self.queue));
-        let Some(last) = batch.last().map(|(s, _, _)| *s) else {
+        let Some(last) = batch.last().map(|(s, _, _, _)| *s) else {
             return Ok(());
         };
         if let Err(e) = self.append(&mut writer, &batch) {
             // Put the others back for the next writer; this commit fails.
             let mut queue = lock(&self.queue);
-            let mut rest: Vec<_> = batch.into_iter().filter(|(s, _, _)| *s != seq).collect();
+            let mut rest: Vec<_> = batch.into_iter().filter(|(s, _, _, _)| *s != seq).collect();
             rest.append(&mut queue);
             *queue = rest;
             return Err(e);
         }
         {
             let mut entries = lock(&self.entries);
-            for (_, key, progress) in batch {
+            for (_, key, progress, _) in batch {
                 entries.insert(key, progress);
             }
         }
@@ -198,17 +214,13 @@ impl FileStore {
         }
     }
 
-    fn append(
-        &self,
-        writer: &mut Writer,
-        batch: &[(u64, String, Progress)],
-    ) -> Result<(), StateError> {
+    fn append(&self, writer: &mut Writer, batch: &[Queued]) -> Result<(), StateError> {
         let io = self.io(&self.log_path);
         let mut text = Vec::new();
         if writer.torn {
             text.push(b'\n');
         }
-        for (_, key, progress) in batch {
+        for (_, key, progress, _) in batch {
             serde_json::to_writer(
                 &mut text,
                 &LogLine {
@@ -234,7 +246,10 @@ impl FileStore {
         let Some(log) = writer.log.as_mut() else {
             return Ok(());
         };
-        let written = log.write_all(&text).and_then(|()| log.sync_data());
+        let sync = batch.iter().any(|(_, _, _, sync)| *sync);
+        let written = log
+            .write_all(&text)
+            .and_then(|()| if sync { log.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // The next write starts on a fresh handle; a torn line this one
             // may have left is what the reader skips.
@@ -243,7 +258,9 @@ impl FileStore {
             return Err(io(e));
         }
         writer.torn = false;
-        self.syncs.fetch_add(1, Ordering::Relaxed);
+        if sync {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         writer.lines += batch.len();
         Ok(())
     }

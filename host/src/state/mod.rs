@@ -270,6 +270,24 @@ pub fn split_job_key(key: &str) -> Option<(&str, &str, &str)> {
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
+/// Progress a job delivered but could not commit, kept for its next run.
+#[derive(Default)]
+pub struct PendingCommits(std::sync::Mutex<std::collections::HashMap<String, Progress>>);
+
+impl PendingCommits {
+    pub fn put(&self, key: &str, progress: Progress) {
+        self.lock().insert(key.to_string(), progress);
+    }
+
+    pub fn take(&self, key: &str) -> Option<Progress> {
+        self.lock().remove(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Progress>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Where progress is kept.
 pub enum ProgressStore {
     File(Arc<file::FileStore>),
@@ -281,6 +299,26 @@ impl ProgressStore {
         match self {
             ProgressStore::File(f) => f.get(key),
             ProgressStore::Status(s) => s.get(key),
+        }
+    }
+
+    /// Records the requests of a chunk accepted so far, cheaply: in a file,
+    /// appended without a sync (it survives the process, not the machine);
+    /// in the status, written at most every [`status::NOTE_INTERVAL`] per
+    /// exporter (else kept for the next write). The chunk's own commit
+    /// follows and is durable.
+    pub async fn note(&self, key: &str, progress: Progress) -> Result<(), StateError> {
+        match self {
+            ProgressStore::File(f) => {
+                let (f, key) = (f.clone(), key.to_string());
+                tokio::task::spawn_blocking(move || f.note(&key, progress))
+                    .await
+                    .map_err(|e| StateError::Io {
+                        path: "progress".into(),
+                        source: std::io::Error::other(e),
+                    })?
+            }
+            ProgressStore::Status(s) => s.note(key, progress).await,
         }
     }
 

@@ -65,7 +65,14 @@ pub struct StatusStore {
     identity: String,
     entries: Mutex<HashMap<String, Entry>>,
     recorder: Recorder,
+    /// When each job last wrote the requests of a chunk accepted so far.
+    noted: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// Requests accepted within a chunk are written to the status at most this
+/// often per job (each write is an API-server request); the chunk's own
+/// commit is always written.
+pub const NOTE_INTERVAL: Duration = Duration::from_secs(1);
 
 fn to_progress(r: &RuleProgress) -> Progress {
     wire::Progress {
@@ -138,6 +145,7 @@ impl StatusStore {
             identity: identity.to_string(),
             entries: Mutex::new(HashMap::new()),
             recorder,
+            noted: Mutex::new(HashMap::new()),
         }
     }
 
@@ -235,6 +243,26 @@ impl StatusStore {
     pub fn get(&self, job_key: &str) -> Option<Progress> {
         let (me, _, _) = split_job_key(job_key)?;
         self.lock().get(me)?.progress.get(job_key).cloned()
+    }
+
+    /// The requests of a chunk accepted so far: written when the job has
+    /// not written any for [`NOTE_INTERVAL`], else left to the next write.
+    pub async fn note(&self, job_key: &str, progress: Progress) -> Result<(), StateError> {
+        let due = {
+            let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+            match noted.get(job_key) {
+                Some(t) if t.elapsed() < NOTE_INTERVAL => false,
+                _ => {
+                    noted.insert(job_key.to_string(), std::time::Instant::now());
+                    true
+                }
+            }
+        };
+        if due {
+            self.commit(job_key, progress).await
+        } else {
+            Ok(())
+        }
     }
 
     /// Records progress and writes it to the status before returning;

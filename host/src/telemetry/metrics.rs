@@ -76,6 +76,7 @@ pub struct Metrics {
     /// 1 when a rule's ADX table has no ingestion-time policy and is read
     /// by its timestamp column instead.
     pub timestamp_fallback: Family<RuleLabels, Gauge>,
+    pub commit_failures: Family<RuleLabels, Counter>,
     /// Guest modules fetched or read from the cache.
     pub module_fetches: Family<ModuleFetchLabels, Counter>,
     /// Guest modules that could not be used, by reason.
@@ -118,6 +119,7 @@ impl Metrics {
         let lag_seconds = Family::default();
         let pending_bytes = Family::default();
         let timestamp_fallback = Family::default();
+        let commit_failures = Family::default();
         let module_fetches = Family::default();
         let module_failures = Family::default();
         registry.register(
@@ -199,6 +201,11 @@ impl Metrics {
             "1 when an ADX table has no ingestion-time policy and is read by its timestamp column",
             timestamp_fallback.clone(),
         );
+        registry.register(
+            "commit_failures",
+            "Progress commits that failed (each attempt; retried, then kept in memory until one succeeds)",
+            commit_failures.clone(),
+        );
         let guests = &crate::transform::counters::COUNTERS;
         registry.register(
             "guest_text_cut",
@@ -227,6 +234,7 @@ impl Metrics {
             lag_seconds,
             pending_bytes,
             timestamp_fallback,
+            commit_failures,
             module_fetches,
             module_failures,
             scrape_series,
