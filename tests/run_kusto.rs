@@ -85,7 +85,7 @@ source:
   kusto:
     endpoints: {{{DB}: {endpoint}}}
     auth: none
-    settleDelay: 0s
+    settleDelay: 1s
     timeout: 2s
     retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 10s}}
 {source_extra}state: state
@@ -705,6 +705,36 @@ fn a_four_million_row_body_window_is_exported_whole_once_and_resumed_exactly() {
         2,
         "the interval read once per run: {}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn a_host_clock_ahead_of_adx_loses_no_rows() {
+    let s = Setup::new("", "");
+    // ADX's clock is 10 s behind the host's, far more than the settle delay.
+    s.server.set_clock_skew(-10 * TICKS_PER_SECOND);
+    s.manifest("rule.yaml", RULE);
+    s.manifest("me.yaml", SELECTING_EXPORTER);
+    let out = s.run_once();
+    ok(&out);
+    assert!(
+        stderr(&out).contains("ADX's clock and the host's differ"),
+        "{}",
+        stderr(&out)
+    );
+    // A row ADX stamps now: by the host's clock, that is behind where the
+    // first run ended.
+    let stamped = s.server.now();
+    s.server
+        .ingest_at(DB, TABLE, stamped, vec![row(1, now_ticks(), "h")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    ok(&s.run_once());
+    assert_eq!(values(&s.receiver.wait_for_points(1, WAIT)), [1]);
+    let windows = s.server.window_queries();
+    let last = windows.last().unwrap();
+    assert!(
+        last.parameter_ticks("_to").unwrap() < now_ticks() - 9 * TICKS_PER_SECOND,
+        "the window ends by ADX's clock"
     );
 }
 

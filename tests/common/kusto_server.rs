@@ -103,6 +103,9 @@ impl Recorded {
     }
 }
 
+/// How long before the server's now [`KustoServer::ingest`] stamps rows.
+pub const INGESTED_AGO: i64 = TICKS_PER_SECOND;
+
 /// Row `i` of a generated table, as ADX sends it.
 pub type RowFn = Arc<dyn Fn(usize) -> Vec<Value> + Send + Sync>;
 
@@ -140,6 +143,9 @@ struct Inner {
     forbid_truncation_max_records: bool,
     /// A result limit `notruncation` does not lift.
     hard_max_records: Option<u64>,
+    /// The server's clock minus the host's, in ticks: `now()` and the
+    /// ingestion times of [`KustoServer::ingest`] follow it.
+    clock_skew: i64,
     /// Queries answered from generated tables, for their order.
     generated_queries: u64,
     /// When set, requests without `Authorization: Bearer <this>` get 401.
@@ -284,8 +290,23 @@ impl KustoServer {
     }
 
     /// Appends rows ingested now.
+    /// Appends rows as if ingested [`INGESTED_AGO`] before the server's
+    /// now: the host's least settle delay, so a host with that delay reads
+    /// them at once, and still after any window it closed before.
     pub fn ingest(&self, database: &str, table: &str, rows: Vec<Vec<Value>>) {
-        self.ingest_at(database, table, now_ticks(), rows);
+        let at = self.now() - INGESTED_AGO;
+        self.ingest_at(database, table, at, rows);
+    }
+
+    /// Sets the server's clock `ticks` ahead of the host's (behind when
+    /// negative).
+    pub fn set_clock_skew(&self, ticks: i64) {
+        self.lock().clock_skew = ticks;
+    }
+
+    /// The server's clock, in ticks.
+    pub fn now(&self) -> i64 {
+        now_ticks() + self.lock().clock_skew
     }
 
     /// Appends rows with the given ingestion time.
@@ -592,6 +613,24 @@ async fn query(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
             "General_BadRequest",
             "the request sets truncationmaxrecords: a window read as a stream must not be cut (send notruncation)",
             None,
+        );
+    }
+    if request.csl.trim() == "print now()" {
+        let skew = inner.lock().unwrap_or_else(|p| p.into_inner()).clock_skew;
+        let now = format_ticks(now_ticks() + skew);
+        let shape = AnswerShape {
+            progressive: false,
+            end_error: None,
+            break_after: None,
+            max_records: None,
+            max_bytes: None,
+        };
+        return stream_answer(
+            inner,
+            index,
+            vec![("print_0".to_string(), "datetime".to_string())],
+            Box::new(std::iter::once(Ok(vec![Value::from(now)]))),
+            shape,
         );
     }
     if let Some(Fault::TooLarge) = fault {

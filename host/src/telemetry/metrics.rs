@@ -22,6 +22,11 @@ pub struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatabaseLabels {
+    pub database: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PointLabels {
     pub metrics_exporter: String,
     pub rule: String,
@@ -77,6 +82,7 @@ pub struct Metrics {
     /// by its timestamp column instead.
     pub timestamp_fallback: Family<RuleLabels, Gauge>,
     pub commit_failures: Family<RuleLabels, Counter>,
+    pub adx_clock_offset: Family<DatabaseLabels, Gauge<f64, AtomicU64>>,
     /// Guest modules fetched or read from the cache.
     pub module_fetches: Family<ModuleFetchLabels, Counter>,
     /// Guest modules that could not be used, by reason.
@@ -120,6 +126,7 @@ impl Metrics {
         let pending_bytes = Family::default();
         let timestamp_fallback = Family::default();
         let commit_failures = Family::default();
+        let adx_clock_offset = Family::default();
         let module_fetches = Family::default();
         let module_failures = Family::default();
         registry.register(
@@ -206,6 +213,11 @@ impl Metrics {
             "Progress commits that failed (each attempt; retried, then kept in memory until one succeeds)",
             commit_failures.clone(),
         );
+        registry.register(
+            "adx_clock_offset_seconds",
+            "ADX's clock minus the host's, as last measured per database (windows follow ADX's clock)",
+            adx_clock_offset.clone(),
+        );
         let guests = &crate::transform::counters::COUNTERS;
         registry.register(
             "guest_text_cut",
@@ -235,6 +247,7 @@ impl Metrics {
             pending_bytes,
             timestamp_fallback,
             commit_failures,
+            adx_clock_offset,
             module_fetches,
             module_failures,
             scrape_series,

@@ -10,6 +10,10 @@ use crate::export::config::{HeaderValue, RetryConfig, duration};
 
 /// How far behind now a window stops by default, for ingestion to land.
 pub const DEFAULT_SETTLE_DELAY: Duration = Duration::from_secs(2 * 60);
+/// The least `settleDelay`: ADX stamps `ingestion_time()` when it creates
+/// an extent and makes the extent visible when it commits, moments later;
+/// a window closed at ADX's very now could miss rows still being committed.
+pub const MIN_SETTLE_DELAY: Duration = Duration::from_secs(1);
 /// Time one query attempt may take (sent to ADX as `servertimeout` too).
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(2 * 60);
 /// The largest window read at once when catching up.
@@ -168,6 +172,12 @@ impl KustoConfig {
                 return Err(format!("{key}: must be more than zero"));
             }
         }
+        if self.settle_delay < MIN_SETTLE_DELAY {
+            return Err(format!(
+                "settleDelay: at least {}: ADX stamps ingestion_time() when it creates an extent and commits it moments later, so a window closed sooner could miss rows still being committed",
+                humantime::format_duration(MIN_SETTLE_DELAY)
+            ));
+        }
         if self.min_window > self.max_window {
             return Err("minWindow: must not be more than maxWindow".into());
         }
@@ -200,6 +210,10 @@ mod tests {
         assert_eq!(c.auth, AuthMode::Default);
         assert_eq!(c.settle_delay, DEFAULT_SETTLE_DELAY);
         c.validate().unwrap();
+        let e = parse("endpoints: {Db: https://c.kusto.windows.net}\nsettleDelay: 0s")
+            .validate()
+            .unwrap_err();
+        assert!(e.starts_with("settleDelay: at least 1s"), "{e}");
 
         let c = parse("endpoints: {Db: http://c.westeurope.kusto.windows.net}");
         let e = c.validate().unwrap_err();

@@ -5,6 +5,7 @@
 //! - [`config`]: `source.kusto` in the host configuration.
 //! - [`auth`]: azure_identity credentials ([`transport`] gives them our HTTP client).
 //! - [`client`]: queries and management commands over REST, with retries.
+//! - [`clock`]: ADX's clock, which windows end by.
 //! - [`kql`]: the query text; names quoted, values as declared parameters.
 //! - [`kql_scope`]: what a MetricsExporter's own KQL may reach (tenancy).
 //! - [`stream`]: a window's result read as it arrives, in chunks of at
@@ -17,6 +18,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod kql;

@@ -18,12 +18,11 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use super::clock::AdxClock;
 use super::kql::{self, WindowColumn};
 use super::stream::{RowChunk, WindowStream, chunk_digest};
 use super::table::{IngestionTime, TableColumn, check_columns, ingestion_time, table_columns};
-use super::window::{
-    self, TICK, Window, next_aligned_window, next_ingestion_window, now_ticks, ticks,
-};
+use super::window::{self, TICK, Window, next_aligned_window, next_ingestion_window, ticks};
 use super::{KustoClient, KustoConfig, KustoError, KustoErrorKind, Query};
 use crate::source::chunk::{Chunk, ChunkPosition, SourceError};
 use crate::state::{Cursor, PartialChunk, Progress};
@@ -36,6 +35,7 @@ use crate::wit::{Batch, BatchContext, Requirements};
 pub struct KustoRuntime {
     pub client: KustoClient,
     pub config: KustoConfig,
+    pub clock: AdxClock,
     /// By job: how the rule's table is read, once its checks passed.
     prepared: Mutex<HashMap<String, WindowColumn>>,
 }
@@ -45,6 +45,7 @@ impl KustoRuntime {
         KustoRuntime {
             client,
             config,
+            clock: AdxClock::default(),
             prepared: Mutex::new(HashMap::new()),
         }
     }
@@ -71,9 +72,10 @@ pub struct KustoSource {
     runtime: Arc<KustoRuntime>,
     metrics: Arc<Metrics>,
     target: Target,
-    /// The settled edge of this run: fixed at its start, or with a small
-    /// settle delay there would always be a newer sliver to read.
-    now: i64,
+    /// ADX's now at this run's start (the settled edge is fixed then, or
+    /// with a small settle delay there would always be a newer sliver to
+    /// read); read before the first window.
+    now: Option<i64>,
     /// How the table is read (`None` for a body), once prepared.
     by: Option<Option<WindowColumn>>,
     /// The span table windows are read in, halved on a limit and doubled
@@ -117,7 +119,7 @@ impl KustoSource {
             runtime,
             metrics,
             target,
-            now: now_ticks(),
+            now: None,
             by: None,
             span,
             current: None,
@@ -137,6 +139,15 @@ impl KustoSource {
     pub async fn next(&mut self) -> Result<Option<Chunk>, SourceError> {
         if self.finished {
             return Ok(None);
+        }
+        if self.now.is_none() {
+            let now = self
+                .runtime
+                .clock
+                .now(&self.runtime.client, &self.target.database, &self.metrics)
+                .await
+                .map_err(|e| self.error(e))?;
+            self.now = Some(now);
         }
         if self.by.is_none() {
             let by = match &self.target.body {
@@ -256,22 +267,17 @@ impl KustoSource {
             self.resume = None;
         }
         let config = &self.runtime.config;
+        let now = self.now?;
         let interval = ticks(self.target.interval);
         let mut settle = ticks(config.settle_delay);
         match self.by.as_ref().and_then(Option::as_ref) {
-            None => next_aligned_window(self.cursor, self.now, settle, interval),
+            None => next_aligned_window(self.cursor, now, settle, interval),
             Some(by) => {
                 if let WindowColumn::Timestamp(_) = by {
                     settle += ticks(config.fallback_lookback);
                 }
-                next_ingestion_window(
-                    self.cursor,
-                    self.now,
-                    settle,
-                    interval,
-                    ticks(config.max_window),
-                )
-                .map(|w| w.limit(self.span))
+                next_ingestion_window(self.cursor, now, settle, interval, ticks(config.max_window))
+                    .map(|w| w.limit(self.span))
             }
         }
     }
