@@ -245,6 +245,33 @@ impl KubeApi {
         assert_eq!(status, 200, "failing status writes of {name}: {v}");
     }
 
+    /// From now on every request for `resource` (a plural; watches
+    /// excepted) waits `seconds` before it is served; 0 clears it.
+    pub fn delay(&self, resource: &str, seconds: f64) {
+        let (status, v) = self.call(
+            "POST",
+            "/_test/delay",
+            "application/json",
+            &json!({"resource": resource, "seconds": seconds}),
+        );
+        assert_eq!(status, 200, "delaying {resource}: {v}");
+    }
+
+    /// Creates a Lease in `ns` (a JSON object without apiVersion/kind).
+    pub fn create_lease(&self, ns: &str, lease: Value) -> Value {
+        let mut obj = lease;
+        obj["apiVersion"] = json!("coordination.k8s.io/v1");
+        obj["kind"] = json!("Lease");
+        let (status, v) = self.call(
+            "POST",
+            &Self::path("/apis/coordination.k8s.io/v1", "leases", ns, None),
+            "application/json",
+            &obj,
+        );
+        assert_eq!(status, 201, "creating a lease: {v}");
+        v
+    }
+
     /// How many status writes (PATCH or PUT of `.../status`) of `plural`
     /// `ns/name` the server answered with `code`, from its request log.
     pub fn status_writes_answered(&self, plural: &str, ns: &str, name: &str, code: u16) -> usize {

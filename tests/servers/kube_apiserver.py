@@ -100,6 +100,10 @@ Test control endpoints (JSON)
                               overloaded or conflicting server answers, and not
                               applied. count 0 clears it. Answers
                               {"pending": C}.
+  POST /_test/delay           {"resource": PLURAL, "seconds": S}: every later
+                              request for that resource (watches excepted)
+                              waits S seconds before it is served, as a slow
+                              API server answers; 0 clears it.
 """
 
 from __future__ import annotations
@@ -1233,6 +1237,8 @@ class ApiServer(ThreadingHTTPServer):
         # (/_test/fail-writes).
         self.failing = {}
         self.failing_lock = threading.Lock()
+        # plural -> seconds every request for it waits (/_test/delay).
+        self.delays = {}
 
     def handle_error(self, request, client_address):
         # Clients drop idle keep-alive connections all the time; that is no
@@ -1382,6 +1388,9 @@ class ApiHandler(BaseHTTPRequestHandler):
                        f"injected failure writing {what}")
 
     def serve(self, route, query, body):
+        delay = self.server.delays.get(route.res.plural)
+        if delay and not is_true(query.get("watch", "")):
+            time.sleep(delay)
         self.forbid_check(route, query)
         self.fail_check(route)
         store = self.server.store
@@ -1511,6 +1520,16 @@ class ApiHandler(BaseHTTPRequestHandler):
                 self.server.failing[(plural, namespace if res.namespaced else None, name, sub)] = [count, code]
             self.note = f"the next {count} writes of {plural} {namespace}/{name} {sub or ''} answer {code}"
             return self.send_json(200, {"pending": count})
+        if path == "/_test/delay":
+            spec = self.json_body(body)
+            plural, seconds = spec.get("resource"), spec.get("seconds")
+            if not any(res.plural == plural for res in RESOURCES):
+                raise bad_request("give a resource's plural")
+            if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 30:
+                raise bad_request("seconds must be a number from 0 to 30")
+            self.server.delays[plural] = seconds
+            self.note = f"requests for {plural} now wait {seconds}s"
+            return self.send_json(200, {"ok": True})
         raise no_such_path()
 
 

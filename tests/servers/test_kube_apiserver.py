@@ -619,6 +619,23 @@ class KubeApiServerTest(unittest.TestCase):
                     {**body, "resource": "configmaps"}):
             self.assertEqual(self.api.call("POST", "/_test/fail-writes", bad)[0], 400, bad)
 
+    def test_delay_slows_every_request_for_one_resource(self):
+        self.api.ok("POST", "/_test/delay", {"resource": "leases", "seconds": 0.3})
+        try:
+            leases = f"/apis/coordination.k8s.io/v1/namespaces/{self.ns}/leases"
+            started = time.monotonic()
+            self.api.ok("GET", leases)
+            self.assertGreaterEqual(time.monotonic() - started, 0.3)
+            started = time.monotonic()
+            self.api.ok("GET", crd_path(self.ns))
+            self.assertLess(time.monotonic() - started, 0.3, "other resources answer at once")
+            self.assertEqual(self.api.call("POST", "/_test/delay", {"resource": "leases", "seconds": 31})[0], 400)
+        finally:
+            self.api.ok("POST", "/_test/delay", {"resource": "leases", "seconds": 0})
+        started = time.monotonic()
+        self.api.ok("GET", f"/apis/coordination.k8s.io/v1/namespaces/{self.ns}/leases")
+        self.assertLess(time.monotonic() - started, 0.3)
+
     # ---- test control
 
     def test_request_log(self):
