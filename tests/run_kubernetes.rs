@@ -898,7 +898,7 @@ fn run_once_is_refused_in_kubernetes_mode() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let log = host.log_text();
-    assert!(!status.success(), "refused: {status:?}\n{log}");
+    assert_eq!(status.code(), Some(1), "refused: {status:?}\n{log}");
     assert!(
         log.contains("`run --once` does not run in Kubernetes mode")
             && log.contains("kusto-metrics.yaml"),
