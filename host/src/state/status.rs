@@ -728,6 +728,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_newer_token_or_another_holder_with_ours_makes_this_replica_stale() {
+        let status = |holder: &str, token: Option<i64>| MetricsExporterStatus {
+            holder: Some(holder.into()),
+            fencing_token: token,
+            ..MetricsExporterStatus::default()
+        };
+        assert!(stale_against(&status("b", Some(4)), "a", 3).is_some());
+        assert!(stale_against(&status("b", Some(3)), "a", 3).is_some());
+        assert!(stale_against(&status("a", Some(3)), "a", 3).is_none());
+        assert!(stale_against(&status("b", Some(2)), "a", 3).is_none());
+        assert!(
+            stale_against(&status("b", None), "a", 0).is_none(),
+            "a status from before fencing"
+        );
+    }
+
+    #[test]
+    fn progress_is_ahead_only_further_in_the_same_source() {
+        use crate::state::{Cursor, FilePosition, PartialChunk};
+        let file = |offset, fingerprint: &str, requests: Option<usize>| Progress {
+            cursor: Cursor::File(FilePosition {
+                offset,
+                rows: 0,
+                fingerprint: fingerprint.into(),
+            }),
+            partial: requests.map(|requests| PartialChunk {
+                requests,
+                ..PartialChunk::default()
+            }),
+            updated: String::new(),
+        };
+        let window = |end| Progress::at(Cursor::Window { end });
+        assert!(ahead(&file(10, "f", None), &file(5, "f", None)));
+        assert!(!ahead(&file(5, "f", None), &file(10, "f", None)));
+        assert!(ahead(&file(5, "f", Some(2)), &file(5, "f", Some(1))));
+        assert!(ahead(&file(5, "f", Some(1)), &file(5, "f", None)));
+        assert!(
+            !ahead(&file(10, "g", None), &file(5, "f", None)),
+            "a rewritten file is no comparison"
+        );
+        assert!(ahead(&window(2), &window(1)) && !ahead(&window(1), &window(1)));
+        assert!(ahead(&window(1), &Progress::default()));
+        assert!(!ahead(&Progress::default(), &window(1)));
+    }
+
+    #[test]
     fn progress_round_trips_through_status() {
         use crate::state::{Cursor, FilePosition, PartialChunk};
         let partial = Some(PartialChunk {
