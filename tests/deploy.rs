@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -371,4 +372,59 @@ fn no_kustomization_includes_a_folder_that_contains_it() {
         }
     }
     assert!(checked >= 4, "found {checked} kustomizations");
+}
+
+/// A replica stopping at SIGTERM drains its runs for
+/// `kubernetes.shutdownGrace`, stops what still runs after its request in
+/// flight (`STOP_NOW_BOUND`), then gives its Leases up (bounded by
+/// `RELEASE_TIMEOUT`): the Deployment's grace period must cover both, for
+/// every shipped host config, or the kubelet kills the pod before its
+/// Leases are released.
+#[test]
+fn the_pod_grace_period_covers_the_drain_and_the_lease_release() {
+    use kusto_metrics::config::kubernetes::RELEASE_TIMEOUT;
+    use kusto_metrics::schedule::runner::STOP_NOW_BOUND;
+    let root = common::root();
+    let base = kustomize(&root.join("deploy"));
+    let deployment = find(&base, "Deployment", "kusto-metrics");
+    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect(
+            "terminationGracePeriodSeconds is set explicitly (the default, 30 s, is too short)",
+        );
+    let mut configs = vec![(
+        "deploy/base".to_string(),
+        docs(&root.join("deploy/base/configmap.yaml")).remove(0)["data"]["kusto-metrics.yaml"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )];
+    for dir in [
+        "deploy/overlays/workload-identity",
+        "examples/kubernetes/watch-namespace",
+    ] {
+        let objects = kustomize(&root.join(dir));
+        let d = find(&objects, "Deployment", "kusto-metrics");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"], grace,
+            "{dir} keeps the base's grace period"
+        );
+        let k = docs(&root.join(dir).join("kustomization.yaml")).remove(0);
+        configs.push((dir.to_string(), patched_host_config(&k)));
+    }
+    for (dir, text) in configs {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("kusto-metrics.yaml");
+        std::fs::write(&path, text).unwrap();
+        let c = kusto_metrics::config::HostConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let k = c.kubernetes.as_ref().expect("a kubernetes section");
+        let budget = k.shutdown_budget();
+        assert_eq!(budget, k.shutdown_grace + STOP_NOW_BOUND + RELEASE_TIMEOUT);
+        assert!(
+            Duration::from_secs(grace) > budget,
+            "{dir}: terminationGracePeriodSeconds {grace} must exceed shutdownGrace {:?} + stop {STOP_NOW_BOUND:?} + release {RELEASE_TIMEOUT:?}",
+            k.shutdown_grace
+        );
+        println!("{dir}: grace period {grace}s > shutdown budget {budget:?}");
+    }
 }

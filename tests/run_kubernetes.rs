@@ -881,3 +881,254 @@ fn a_configmap_where_the_host_has_no_role_names_the_namespace_and_the_permission
     std::thread::sleep(Duration::from_millis(500));
     assert!(s.values().is_empty(), "{}", host.log_text());
 }
+
+#[test]
+fn run_once_is_refused_in_kubernetes_mode() {
+    let s = Setup::new();
+    s.rule("r1", "a", "T1");
+    s.exporter("e1", "{matchLabels: {team: a}}", "");
+    s.append("T1", [1, 2]);
+    let mut host = s.spawn("a", &["--once"]);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = host.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "run --once kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = host.log_text();
+    assert_eq!(status.code(), Some(1), "refused: {status:?}\n{log}");
+    assert!(
+        log.contains("`run --once` does not run in Kubernetes mode")
+            && log.contains("kusto-metrics.yaml"),
+        "the error says why and names the config: {log}"
+    );
+    assert!(s.api.leases(LEASES).is_empty(), "no Lease taken");
+    assert!(s.values().is_empty(), "nothing exported");
+}
+
+/// The fencing token a MetricsExporter's status names.
+fn fencing_token(api: &KubeApi, name: &str) -> Option<i64> {
+    api.get("metricsexporters", NS, name)?["status"]["fencingToken"].as_i64()
+}
+
+#[test]
+fn a_status_write_from_a_stale_holder_is_refused() {
+    let s = Setup::new();
+    s.rule("r1", "a", "T1");
+    s.exporter("e1", "{matchLabels: {team: a}}", "");
+    s.append("T1", [1, 2]);
+    let host = s.spawn("a", &[]);
+    s.expect_values(&[1, 2], &host);
+    let before = s.api.wait_for("metricsexporters", NS, "e1", WAIT, |v| {
+        v["status"]["rules"][0]["rows"] == 2 && v["status"]["holder"] == "a"
+    });
+    let token = before["status"]["fencingToken"]
+        .as_i64()
+        .expect("the status carries the holder's fencing token");
+    // Another replica took the exporter with a newer token and wrote its
+    // claim; replica a has not noticed yet (its Lease is left alone, so it
+    // goes on running and tries to commit).
+    s.api.set_status(
+        "metricsexporters",
+        NS,
+        "e1",
+        json!({"holder": "z", "fencingToken": token + 1}),
+    );
+    s.api.call(
+        "POST",
+        "/_test/reset-requests",
+        "application/json",
+        &json!({}),
+    );
+    s.append("T1", [3]);
+    let deadline = Instant::now() + WAIT;
+    while !host.log_text().contains("refused a status write") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged\n{}",
+            host.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let a try a few more intervals: none of its writes lands.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = s.api.get("metricsexporters", NS, "e1").unwrap();
+    assert_eq!(after["status"]["holder"], "z", "{after:#}");
+    assert_eq!(fencing_token(&s.api, "e1"), Some(token + 1));
+    assert_eq!(
+        after["status"]["rules"][0]["rows"], 2,
+        "the newer holder's progress stands: {after:#}"
+    );
+    let conflicts = s
+        .api
+        .status_writes_answered("metricsexporters", NS, "e1", 409);
+    let applied = s
+        .api
+        .status_writes_answered("metricsexporters", NS, "e1", 200);
+    assert!(
+        conflicts >= 1 && applied == 0,
+        "the API server refused the stale write ({conflicts} conflicts) and took none ({applied})"
+    );
+    println!("stale holder: {conflicts} status writes conflicted, 0 applied");
+}
+
+#[test]
+fn a_dead_replicas_exporters_are_taken_over_within_one_and_a_half_lease_durations() {
+    const LEASE: Duration = Duration::from_secs(4);
+    let s = Setup::new();
+    let n = 6;
+    for i in 0..n {
+        s.rule(&format!("r{i}"), &format!("t{i}"), &format!("T{i}"));
+        s.exporter(
+            &format!("e{i}"),
+            &format!("{{matchLabels: {{team: t{i}}}}}"),
+            "",
+        );
+        s.append(&format!("T{i}"), [i * 100 + 1]);
+    }
+    let mut a = s.spawn("a", &[]);
+    let b = s.spawn("b", &[]);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let h = holders(&s.api);
+        let by_a = h.values().filter(|v| *v == "a").count();
+        if h.len() == n as usize && by_a > 0 && by_a < n as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not spread: {h:?}\n--- a ---\n{}\n--- b ---\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let a renew for a while, so b has seen its Leases being renewed.
+    std::thread::sleep(Duration::from_secs(2));
+    a.kill();
+    let killed = Instant::now();
+    let taken = loop {
+        let h = holders(&s.api);
+        if h.len() == n as usize && h.values().all(|v| v == "b") {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < LEASE * 4,
+            "b never took everything over: {h:?}\n--- b ---\n{}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "takeover after SIGKILL: {taken:?} ({:.2} lease durations of {LEASE:?})",
+        taken.as_secs_f64() / LEASE.as_secs_f64()
+    );
+    assert!(
+        taken < LEASE * 3 / 2,
+        "taken over in {taken:?}, more than 1.5 lease durations\n--- b ---\n{}",
+        b.log_text()
+    );
+}
+
+#[test]
+fn renewals_keep_up_with_a_slow_api_server_and_dead_members_are_deleted() {
+    let s = Setup::new();
+    let n = 24;
+    for i in 0..n {
+        s.rule(&format!("r{i}"), &format!("t{i}"), &format!("T{i}"));
+        s.exporter(
+            &format!("e{i}"),
+            &format!("{{matchLabels: {{team: t{i}}}}}"),
+            "",
+        );
+    }
+    // A replica that died long ago left its membership Lease behind.
+    let ghost = s.api.create_lease(
+        LEASES,
+        json!({"metadata": {"name": "kusto-metrics-member-ghost",
+                            "labels": {"app.kubernetes.io/component": "kusto-metrics-member"}},
+               "spec": {"holderIdentity": "ghost", "leaseDurationSeconds": 4}}),
+    );
+    assert_eq!(ghost["spec"]["holderIdentity"], "ghost");
+    let host = s.spawn("a", &[]);
+    // The ghost counts as a member until its Lease is seen stale, so a
+    // takes half first, then all.
+    let deadline = Instant::now() + WAIT;
+    while holders(&s.api).values().filter(|v| *v == "a").count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "a never held every exporter: {:?}\n{}",
+            holders(&s.api),
+            host.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each Lease request now takes 150 ms: 24 renewals one after the other
+    // (a GET and a PUT each, 7.2 s) would let 2.6 s claims lapse.
+    s.api.delay("leases", 0.15);
+    let versions = |api: &KubeApi| -> BTreeMap<String, String> {
+        api.leases(LEASES)
+            .iter()
+            .filter(|l| {
+                l["metadata"]["labels"]["app.kubernetes.io/component"] == "kusto-metrics-exporter"
+            })
+            .map(|l| {
+                (
+                    l["metadata"]["name"].as_str().unwrap().to_string(),
+                    l["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+    let first = versions(&s.api);
+    std::thread::sleep(Duration::from_secs(8));
+    let later = versions(&s.api);
+    s.api.delay("leases", 0.0);
+    let log = host.log_text();
+    assert!(
+        !log.contains("lease expired before it could be renewed")
+            && !log.contains("lease taken by another replica"),
+        "no claim lapsed\n{log}"
+    );
+    assert!(
+        first
+            .iter()
+            .all(|(k, v)| later.get(k).is_some_and(|l| l != v)),
+        "every Lease was renewed while the server was slow"
+    );
+    let h = holders(&s.api);
+    assert!(
+        h.len() == n && h.values().all(|v| v == "a"),
+        "a still holds everything: {h:?}"
+    );
+    // 3 lease durations unchanged: the ghost's membership Lease is gone,
+    // a's own stays.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names: Vec<String> = s
+            .api
+            .leases(LEASES)
+            .iter()
+            .filter_map(|l| l["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        if !names.iter().any(|n| n == "kusto-metrics-member-ghost") {
+            assert!(
+                names.iter().any(|n| n == "kusto-metrics-member-a"),
+                "{names:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead member's Lease stays: {names:?}\n{}",
+            host.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(host.log_text().contains("deleted the membership lease"));
+}

@@ -98,6 +98,13 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
         cluster_labels: args.cluster_labels.clone(),
     };
     let config = Arc::new(HostConfig::load_with(&args.config, &overrides)?);
+    if args.once && config.kubernetes.is_some() {
+        anyhow::bail!(
+            "{}: {}",
+            config.path.display(),
+            kusto_metrics::schedule::cluster::ONCE_REFUSED
+        );
+    }
     if config.tenancy.is_none() {
         tracing::info!(config = %config.path.display(), "no tenancy policy (tenancy:) is set: every namespace may read every database the host can");
     }

@@ -230,6 +230,66 @@ impl KubeApi {
         assert_eq!(status, 200, "forbidding {resource} in {ns}: {v}");
     }
 
+    /// The next `count` writes (PUT or PATCH, apply included) of the status
+    /// of `plural` `ns/name` answer `code` (429, 409, 500 or 503) and are
+    /// not applied; `count` 0 clears it. A failed commit in one call:
+    /// `fail_status_writes("metricsexporters", NS, "e1", 3, 429)`.
+    pub fn fail_status_writes(&self, plural: &str, ns: &str, name: &str, count: u32, code: u16) {
+        let (status, v) = self.call(
+            "POST",
+            "/_test/fail-writes",
+            "application/json",
+            &json!({"resource": plural, "namespace": ns, "name": name,
+                    "subresource": "status", "count": count, "code": code}),
+        );
+        assert_eq!(status, 200, "failing status writes of {name}: {v}");
+    }
+
+    /// From now on every request for `resource` (a plural; watches
+    /// excepted) waits `seconds` before it is served; 0 clears it.
+    pub fn delay(&self, resource: &str, seconds: f64) {
+        let (status, v) = self.call(
+            "POST",
+            "/_test/delay",
+            "application/json",
+            &json!({"resource": resource, "seconds": seconds}),
+        );
+        assert_eq!(status, 200, "delaying {resource}: {v}");
+    }
+
+    /// Creates a Lease in `ns` (a JSON object without apiVersion/kind).
+    pub fn create_lease(&self, ns: &str, lease: Value) -> Value {
+        let mut obj = lease;
+        obj["apiVersion"] = json!("coordination.k8s.io/v1");
+        obj["kind"] = json!("Lease");
+        let (status, v) = self.call(
+            "POST",
+            &Self::path("/apis/coordination.k8s.io/v1", "leases", ns, None),
+            "application/json",
+            &obj,
+        );
+        assert_eq!(status, 201, "creating a lease: {v}");
+        v
+    }
+
+    /// How many status writes (PATCH or PUT of `.../status`) of `plural`
+    /// `ns/name` the server answered with `code`, from its request log.
+    pub fn status_writes_answered(&self, plural: &str, ns: &str, name: &str, code: u16) -> usize {
+        let path = format!("{}/status", Self::path(API, plural, ns, Some(name)));
+        let (_, log) = self.call("GET", "/_test/requests", "application/json", &Value::Null);
+        log.as_array()
+            .map(|l| {
+                l.iter()
+                    .filter(|r| {
+                        r["path"] == path.as_str()
+                            && (r["method"] == "PATCH" || r["method"] == "PUT")
+                            && r["status"] == code
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Drops the watch history and ends every watch: clients reconnect from
     /// a version the server no longer has and must get `410 Gone`.
     pub fn expire_watches(&self) {

@@ -92,6 +92,18 @@ Test control endpoints (JSON)
                               real server words an RBAC refusal (user U, default
                               system:serviceaccount:kusto-metrics:kusto-metrics),
                               as when no Role grants it there.
+  POST /_test/fail-writes     {"resource": PLURAL, "namespace": NS, "name": N,
+                              "subresource": "status" (optional), "count": C,
+                              "code": 429 (default; or 409, 500, 503)}: the next
+                              C writes (PUT, PATCH) of that object (or of its
+                              status) are refused with that code, as an
+                              overloaded or conflicting server answers, and not
+                              applied. count 0 clears it. Answers
+                              {"pending": C}.
+  POST /_test/delay           {"resource": PLURAL, "seconds": S}: every later
+                              request for that resource (watches excepted)
+                              waits S seconds before it is served, as a slow
+                              API server answers; 0 clears it.
 """
 
 from __future__ import annotations
@@ -1221,6 +1233,12 @@ class ApiServer(ThreadingHTTPServer):
         self.requests = RequestLog()
         # (plural, namespace) -> the user RBAC refuses there (/_test/forbid).
         self.forbidden = {}
+        # (plural, namespace, name, sub) -> [writes left to refuse, code]
+        # (/_test/fail-writes).
+        self.failing = {}
+        self.failing_lock = threading.Lock()
+        # plural -> seconds every request for it waits (/_test/delay).
+        self.delays = {}
 
     def handle_error(self, request, client_address):
         # Clients drop idle keep-alive connections all the time; that is no
@@ -1349,8 +1367,32 @@ class ApiHandler(BaseHTTPRequestHandler):
                        {"name": route.name, "group": route.res.group, "kind": route.res.plural}
                        if route.name else {"group": route.res.group, "kind": route.res.plural})
 
+    def fail_check(self, route):
+        """A write refused by /_test/fail-writes, before anything is stored."""
+        if self.command not in ("PUT", "PATCH") or route.name is None:
+            return
+        key = (route.res.plural, route.namespace, route.name, route.sub)
+        with self.server.failing_lock:
+            pending = self.server.failing.get(key)
+            if not pending or pending[0] <= 0:
+                return
+            pending[0] -= 1
+            code = pending[1]
+        what = f'{route.res.group_resource} "{route.name}"' + (f" ({route.sub})" if route.sub else "")
+        if code == 429:
+            raise ApiError(429, "TooManyRequests", f"the server has received too many requests and has asked "
+                                                   f"us to try again later: {what}", {"retryAfterSeconds": 1})
+        if code == 409:
+            raise conflict(route.res, route.name)
+        raise ApiError(code, "InternalError" if code == 500 else "ServiceUnavailable",
+                       f"injected failure writing {what}")
+
     def serve(self, route, query, body):
+        delay = self.server.delays.get(route.res.plural)
+        if delay and not is_true(query.get("watch", "")):
+            time.sleep(delay)
         self.forbid_check(route, query)
+        self.fail_check(route)
         store = self.server.store
         dry_run = query.get("dryRun") == "All"
         as_metadata = "as=PartialObjectMetadata" in self.headers.get("Accept", "")
@@ -1462,6 +1504,31 @@ class ApiHandler(BaseHTTPRequestHandler):
             user = spec.get("user") or "system:serviceaccount:kusto-metrics:kusto-metrics"
             self.server.forbidden[(plural, namespace)] = user
             self.note = f"{plural} in {namespace} now forbidden"
+            return self.send_json(200, {"ok": True})
+        if path == "/_test/fail-writes":
+            spec = self.json_body(body)
+            plural, namespace, name = spec.get("resource"), spec.get("namespace"), spec.get("name")
+            sub, count, code = spec.get("subresource"), spec.get("count"), spec.get("code", 429)
+            res = next((r for r in RESOURCES if r.plural == plural), None)
+            if res is None or not name or (res.namespaced and not namespace):
+                raise bad_request("give a resource's plural, a namespace (when namespaced) and a name")
+            if sub not in (None, "status") or (sub and not res.status_subresource):
+                raise bad_request(f"{plural} has no subresource {sub!r}")
+            if not isinstance(count, int) or count < 0 or code not in (409, 429, 500, 503):
+                raise bad_request("count must be an integer >= 0 and code one of 409, 429, 500, 503")
+            with self.server.failing_lock:
+                self.server.failing[(plural, namespace if res.namespaced else None, name, sub)] = [count, code]
+            self.note = f"the next {count} writes of {plural} {namespace}/{name} {sub or ''} answer {code}"
+            return self.send_json(200, {"pending": count})
+        if path == "/_test/delay":
+            spec = self.json_body(body)
+            plural, seconds = spec.get("resource"), spec.get("seconds")
+            if not any(res.plural == plural for res in RESOURCES):
+                raise bad_request("give a resource's plural")
+            if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 30:
+                raise bad_request("seconds must be a number from 0 to 30")
+            self.server.delays[plural] = seconds
+            self.note = f"requests for {plural} now wait {seconds}s"
             return self.send_json(200, {"ok": True})
         raise no_such_path()
 

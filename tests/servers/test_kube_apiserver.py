@@ -578,6 +578,64 @@ class KubeApiServerTest(unittest.TestCase):
         self.assertEqual(self.api.call("PATCH", path + "?fieldManager=ctl", stale, apply)[0], 409)
         self.assertEqual(self.api.call("PATCH", path + "?fieldManager=ctl", b"spec: {}", apply)[0], 400)
 
+    def test_status_apply_with_a_stale_resource_version_is_refused(self):
+        path = crd_path(self.ns, name="fenced")
+        created = self.create(exporter("fenced"))
+        apply = "application/apply-patch+yaml"
+
+        def apply_status(rv, status):
+            body = {"apiVersion": GROUP, "kind": "MetricsExporter",
+                    "metadata": {"name": "fenced", "resourceVersion": rv}, "status": status}
+            return self.api.call("PATCH", path + "/status?fieldManager=m&force=true", body, apply)
+
+        status, first = apply_status(created["metadata"]["resourceVersion"], {"holder": "a", "n": 1})
+        self.assertEqual((status, first["status"]), (200, {"holder": "a", "n": 1}))
+        status, stale = apply_status(created["metadata"]["resourceVersion"], {"holder": "b", "n": 0})
+        self.assertEqual((status, stale["reason"]), (409, "Conflict"), "a stale version is refused")
+        self.assertEqual(self.api.ok("GET", path)["status"], {"holder": "a", "n": 1}, "and not applied")
+        status, second = apply_status(first["metadata"]["resourceVersion"], {"holder": "a", "n": 2})
+        self.assertEqual((status, second["status"]["n"]), (200, 2))
+
+    def test_fail_writes_refuses_the_next_writes_of_one_object(self):
+        path = crd_path(self.ns, name="busy")
+        self.create(exporter("busy"))
+        self.create(exporter("other"))
+        body = {"resource": "metricsexporters", "namespace": self.ns, "name": "busy", "subresource": "status",
+                "count": 2}
+        self.assertEqual(self.api.ok("POST", "/_test/fail-writes", body), {"pending": 2})
+        merge = "application/merge-patch+json"
+        for _ in range(2):
+            status, refused = self.api.call("PATCH", path + "/status", {"status": {"n": 1}}, merge)
+            self.assertEqual((status, refused["reason"]), (429, "TooManyRequests"))
+        self.assertNotIn("status", self.api.ok("GET", path), "refused writes are not applied")
+        self.api.ok("PATCH", crd_path(self.ns, name="other") + "/status", {"status": {"n": 1}}, merge)
+        self.api.ok("PATCH", path, {"metadata": {"labels": {"a": "b"}}}, merge)
+        self.assertEqual(self.api.ok("PATCH", path + "/status", {"status": {"n": 3}}, merge)["status"], {"n": 3})
+
+        self.api.ok("POST", "/_test/fail-writes", {**body, "subresource": None, "count": 1, "code": 503})
+        self.assertEqual(self.api.call("PUT", path, self.api.ok("GET", path))[0], 503)
+        self.api.ok("PUT", path, self.api.ok("GET", path))
+        for bad in ({**body, "code": 418}, {**body, "count": -1}, {**body, "name": None},
+                    {**body, "resource": "configmaps"}):
+            self.assertEqual(self.api.call("POST", "/_test/fail-writes", bad)[0], 400, bad)
+
+    def test_delay_slows_every_request_for_one_resource(self):
+        self.api.ok("POST", "/_test/delay", {"resource": "leases", "seconds": 0.3})
+        try:
+            leases = f"/apis/coordination.k8s.io/v1/namespaces/{self.ns}/leases"
+            started = time.monotonic()
+            self.api.ok("GET", leases)
+            self.assertGreaterEqual(time.monotonic() - started, 0.3)
+            started = time.monotonic()
+            self.api.ok("GET", crd_path(self.ns))
+            self.assertLess(time.monotonic() - started, 0.3, "other resources answer at once")
+            self.assertEqual(self.api.call("POST", "/_test/delay", {"resource": "leases", "seconds": 31})[0], 400)
+        finally:
+            self.api.ok("POST", "/_test/delay", {"resource": "leases", "seconds": 0})
+        started = time.monotonic()
+        self.api.ok("GET", f"/apis/coordination.k8s.io/v1/namespaces/{self.ns}/leases")
+        self.assertLess(time.monotonic() - started, 0.3)
+
     # ---- test control
 
     def test_request_log(self):

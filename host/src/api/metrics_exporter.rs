@@ -248,6 +248,11 @@ pub struct MetricsExporterStatus {
     /// The replica running the exporter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,
+    /// The fencing token of `holder`: its exporter Lease's
+    /// `leaseTransitions` when it took the Lease. A replica holding an
+    /// older token writes nothing here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing_token: Option<i64>,
     /// The guest module that runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<ModuleStatus>,

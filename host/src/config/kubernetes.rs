@@ -12,6 +12,15 @@ use crate::export::config::duration;
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How often a replica renews its claims (well inside the duration).
 pub const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a stopping replica lets its runs drain (finish at a chunk
+/// boundary and commit) before it gives its Leases up.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The longest `shutdownGrace` accepted: a pod's grace period is meant to
+/// be minutes at most.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
+/// The bound on giving the Leases up at shutdown, after the drain: the pod's
+/// `terminationGracePeriodSeconds` must exceed `shutdownGrace` plus this.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The namespace of Leases when neither the config nor `POD_NAMESPACE` says.
 pub const DEFAULT_LEASE_NAMESPACE: &str = "kusto-metrics";
 
@@ -32,6 +41,10 @@ pub struct KubernetesConfig {
     pub lease_duration: Duration,
     #[serde(default = "default_renew_interval", deserialize_with = "duration")]
     pub renew_interval: Duration,
+    /// How long runs in progress may drain at shutdown (SIGTERM) before the
+    /// Leases are given up; see [`KubernetesConfig::shutdown_budget`].
+    #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
 }
 
 fn default_lease_duration() -> Duration {
@@ -39,6 +52,9 @@ fn default_lease_duration() -> Duration {
 }
 fn default_renew_interval() -> Duration {
     DEFAULT_RENEW_INTERVAL
+}
+fn default_shutdown_grace() -> Duration {
+    DEFAULT_SHUTDOWN_GRACE
 }
 
 impl Default for KubernetesConfig {
@@ -49,6 +65,7 @@ impl Default for KubernetesConfig {
             identity: None,
             lease_duration: DEFAULT_LEASE_DURATION,
             renew_interval: DEFAULT_RENEW_INTERVAL,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -64,12 +81,26 @@ impl KubernetesConfig {
                 humantime::format_duration(self.lease_duration)
             ));
         }
+        if self.shutdown_grace.is_zero() || self.shutdown_grace > MAX_SHUTDOWN_GRACE {
+            return Err(format!(
+                "shutdownGrace: must be more than zero and at most {}",
+                humantime::format_duration(MAX_SHUTDOWN_GRACE)
+            ));
+        }
         for ns in &self.namespaces {
             if ns.trim().is_empty() {
                 return Err("namespaces: a namespace is empty".into());
             }
         }
         Ok(())
+    }
+
+    /// The longest a replica takes to stop after SIGTERM: the drain, then
+    /// giving the Leases up. The pod's `terminationGracePeriodSeconds` must
+    /// be longer, or the kubelet kills it before its Leases are released
+    /// (and another replica waits for them to expire).
+    pub fn shutdown_budget(&self) -> Duration {
+        self.shutdown_grace + crate::schedule::runner::STOP_NOW_BOUND + RELEASE_TIMEOUT
     }
 
     pub fn lease_namespace(&self) -> String {
@@ -105,5 +136,18 @@ mod tests {
             serde_yaml::from_str("leaseDuration: 4s\nrenewInterval: 3s").unwrap();
         assert!(c.validate().unwrap_err().starts_with("renewInterval:"));
         assert!(serde_yaml::from_str::<KubernetesConfig>("leases: 1").is_err());
+        assert_eq!(
+            c.shutdown_budget(),
+            DEFAULT_SHUTDOWN_GRACE + crate::schedule::runner::STOP_NOW_BOUND + RELEASE_TIMEOUT
+        );
+        let c: KubernetesConfig = serde_yaml::from_str("shutdownGrace: 45s").unwrap();
+        assert_eq!(c.shutdown_budget(), Duration::from_secs(60));
+        for bad in ["shutdownGrace: 0s", "shutdownGrace: 11m"] {
+            let c: KubernetesConfig = serde_yaml::from_str(bad).unwrap();
+            assert!(
+                c.validate().unwrap_err().starts_with("shutdownGrace:"),
+                "{bad}"
+            );
+        }
     }
 }

@@ -4,18 +4,22 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::leases::Leases;
-use super::runner::{Owner, Runner, SHUTDOWN_GRACE, Task, apply_changes, spawn, stop_all};
-use super::stop::Stop;
+use super::runner::{Owner, Runner, Task, apply_changes, spawn, stop_all};
 use crate::config::HostConfig;
+use crate::config::kubernetes::RELEASE_TIMEOUT;
 use crate::discovery::kubernetes::KubeDiscovery;
 use crate::discovery::{ExportPlan, plan};
 use crate::state::status::StatusStore;
 use crate::telemetry::server::Health;
+
+/// Why `run --once` is refused with a `kubernetes` section: a single pass
+/// takes Leases but has no loop to renew them, so a run longer than a claim
+/// would overlap the replica that takes the exporter over.
+pub const ONCE_REFUSED: &str = "`run --once` does not run in Kubernetes mode (the config has a `kubernetes` section): a single pass cannot keep its exporter Leases renewed, so a run longer than a claim could overlap a replica that takes the exporter over. Run without --once (as the Deployment does), or for a one-off export drop the `kubernetes` section and give `manifests` or local MetricsExporters instead";
 
 pub async fn run(
     config: Arc<HostConfig>,
@@ -28,6 +32,9 @@ pub async fn run(
         .kubernetes
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no kubernetes section"))?;
+    if once {
+        anyhow::bail!(ONCE_REFUSED);
+    }
     let statuses = runner
         .statuses()
         .cloned()
@@ -43,31 +50,9 @@ pub async fn run(
         k.lease_duration,
         k.renew_interval,
     );
+    fence_statuses(&statuses, &leases);
     tracing::info!(identity = %identity, lease_namespace = %k.lease_namespace(), namespaces = ?k.namespaces, "watching the Kubernetes API");
     let mut state = ClusterState::default();
-    if once {
-        state.sync(&discovery, &config, &leases, &statuses).await;
-        leases.tick().await;
-        let plans = state.sync(&discovery, &config, &leases, &statuses).await;
-        let mut all = tokio::task::JoinSet::new();
-        for plan in plans {
-            let (runner, statuses) = (runner.clone(), statuses.clone());
-            all.spawn(async move {
-                let summary = runner.run_plan(&plan, &Stop::never()).await;
-                statuses
-                    .report_run(&plan.key, plan.generation, &summary)
-                    .await;
-                summary.failures.is_empty()
-            });
-        }
-        let mut ok = state.invalid.is_empty();
-        while let Some(done) = all.join_next().await {
-            ok &= done.unwrap_or(false);
-        }
-        leases.release_all().await;
-        return Ok(ok);
-    }
-
     let (stop_leases, leases_stopped) = watch::channel(false);
     let lease_task = tokio::spawn(leases.clone().run(leases_stopped));
     let mut lease_changes = leases.subscribe();
@@ -103,10 +88,17 @@ pub async fn run(
         }
     }
     tracing::info!("stopping: letting runs in progress finish, then giving the leases up");
-    stop_all(tasks.into_values().collect(), SHUTDOWN_GRACE).await;
+    stop_all(tasks.into_values().collect(), k.shutdown_grace).await;
     let _ = stop_leases.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), lease_task).await;
+    let _ = tokio::time::timeout(RELEASE_TIMEOUT, lease_task).await;
     Ok(true)
+}
+
+/// Status writes carry the fencing token of the Lease held now, and are
+/// refused when none is.
+fn fence_statuses(statuses: &StatusStore, leases: &Arc<Leases>) {
+    let leases = Arc::downgrade(leases);
+    statuses.set_fences(Arc::new(move |key: &str| leases.upgrade()?.token(key)));
 }
 
 /// What the loop remembers between passes.
@@ -141,7 +133,9 @@ impl ClusterState {
             self.invalid.remove(&gone);
         }
         for key in &owned {
-            if self.loaded.contains(key) {
+            // Loaded with the token held now; a Lease given up and taken
+            // again has a new one, and the status is read again.
+            if self.loaded.contains(key) && statuses.holds(key) {
                 continue;
             }
             match statuses.load_current(key).await {

@@ -13,13 +13,14 @@
 //! new one starts: no two replicas export the same window. A dead replica's
 //! exporters are taken over within about `leaseDuration`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -32,6 +33,12 @@ pub const MEMBER_LEASE: &str = "kusto-metrics-member";
 pub const EXPORTER_ANNOTATION: &str = "kusto-metrics.adx-mon.azure.com/metrics-exporter";
 /// Longest Lease name (a DNS subdomain).
 const MAX_NAME: usize = 253;
+/// Renewals in flight at once: enough that ~100 exporters renew within a
+/// tick on a slow API server, few enough not to flood it.
+pub const MAX_CONCURRENT_RENEWALS: usize = 16;
+/// A membership Lease unchanged for this many lease durations belongs to a
+/// replica that is gone; it is deleted.
+pub const DEAD_MEMBER_LEASE_DURATIONS: u32 = 3;
 
 pub struct Leases {
     api: Api<Lease>,
@@ -59,6 +66,20 @@ struct Held {
     /// Being handed over since then: still renewed while its run finishes
     /// its chunk in flight, released once it has ([`Fence::drained`]).
     draining: Option<Instant>,
+    /// The Lease's `leaseTransitions` when this replica took it: the
+    /// fencing token its status writes carry.
+    token: i64,
+}
+
+/// How one renewal went.
+enum Renewal {
+    /// Accepted: the Lease's new resourceVersion.
+    Renewed(String),
+    /// The claim ran out before the renewal was sent.
+    Expired,
+    /// Another replica holds it now.
+    Taken,
+    Failed(kube::Error),
 }
 
 #[derive(Clone)]
@@ -153,6 +174,17 @@ impl Leases {
             leases: self.clone(),
             key: key.to_string(),
         }
+    }
+
+    /// The fencing token of a claim held now and still valid: what this
+    /// replica's status writes for `key` must carry.
+    pub fn token(&self, key: &str) -> Option<i64> {
+        let now = Instant::now();
+        self.lock()
+            .held
+            .get(key)
+            .filter(|h| h.valid_until > now)
+            .map(|h| h.token)
     }
 
     fn valid_until(&self, key: &str) -> Option<Instant> {
@@ -303,34 +335,102 @@ impl Leases {
         if let Err(e) = result {
             tracing::warn!(lease = %name, error = %e, "cannot renew this replica's membership lease");
         }
-        let params = ListParams::default().labels(&format!("{COMPONENT_LABEL}={MEMBER_LEASE}"));
-        match self.api.list(&params).await {
-            Ok(list) => {
-                let now = Instant::now();
-                let mut inner = self.lock();
-                let mut live = 0;
-                for l in list.items {
-                    let n = l.metadata.name.clone().unwrap_or_default();
-                    let rv = l.metadata.resource_version.clone().unwrap_or_default();
-                    let held_by = l.spec.as_ref().and_then(|s| s.holder_identity.clone());
-                    if held_by.is_none() {
-                        continue;
-                    }
-                    let seen = inner.observed.entry(n).or_insert(Observed {
-                        resource_version: rv.clone(),
-                        seen_at: now,
-                    });
-                    if seen.resource_version != rv {
-                        seen.resource_version = rv;
-                        seen.seen_at = now;
-                    }
-                    if now.duration_since(seen.seen_at) < self.duration {
+        self.observe_all().await;
+    }
+
+    /// Lists every Lease of ours (membership and exporter) and times each
+    /// one another replica holds from when its current version was first
+    /// seen, every tick: so a dead replica's exporters can be taken over
+    /// about `leaseDuration - renewInterval` after its last renewal, not
+    /// only after this replica's share has grown. Counts the live members,
+    /// and deletes membership Leases of replicas dead for
+    /// [`DEAD_MEMBER_LEASE_DURATIONS`] lease durations.
+    async fn observe_all(&self) {
+        let params = ListParams::default().labels(&format!(
+            "{COMPONENT_LABEL} in ({MEMBER_LEASE},{EXPORTER_LEASE})"
+        ));
+        let list = match self.api.list(&params).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the leases");
+                return;
+            }
+        };
+        let now = Instant::now();
+        let dead_after = self.duration * DEAD_MEMBER_LEASE_DURATIONS;
+        let mut dead = Vec::new();
+        {
+            let mut inner = self.lock();
+            let mut live = 0;
+            let mut listed = HashSet::new();
+            for l in list.items {
+                let name = l.metadata.name.clone().unwrap_or_default();
+                let rv = l.metadata.resource_version.clone().unwrap_or_default();
+                let component = l
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|m| m.get(COMPONENT_LABEL))
+                    .map(String::as_str);
+                let held_by = l
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.as_deref())
+                    .filter(|h| !h.is_empty());
+                let Some(held_by) = held_by else { continue };
+                let member = component == Some(MEMBER_LEASE);
+                if !member && held_by == self.identity {
+                    continue;
+                }
+                listed.insert(name.clone());
+                let seen = inner.observed.entry(name.clone()).or_insert(Observed {
+                    resource_version: rv.clone(),
+                    seen_at: now,
+                });
+                if seen.resource_version != rv {
+                    seen.resource_version = rv.clone();
+                    seen.seen_at = now;
+                }
+                let unchanged = now.duration_since(seen.seen_at);
+                if member {
+                    // The same bound as a takeover: a replica counts as gone
+                    // when its exporters may be taken over.
+                    if held_by == self.identity || unchanged < self.expiry() {
                         live += 1;
+                    } else if unchanged >= dead_after {
+                        dead.push((name, rv, held_by.to_string()));
                     }
                 }
-                inner.live_members = live;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list membership leases"),
+            inner.live_members = live;
+            inner.observed.retain(|name, _| listed.contains(name));
+        }
+        for (name, rv, replica) in dead {
+            self.delete_dead_member(&name, &rv, &replica).await;
+        }
+    }
+
+    /// Deletes a dead replica's membership Lease, only if it is still the
+    /// version seen unchanged (a replica that came back keeps its own).
+    async fn delete_dead_member(&self, name: &str, resource_version: &str, replica: &str) {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(resource_version.to_string()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api.delete(name, &params).await {
+            Ok(_) => {
+                tracing::info!(lease = %name, replica = %replica, "deleted the membership lease of a replica gone for several lease durations");
+                self.lock().observed.remove(name);
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                tracing::debug!(lease = %name, error = %e, "membership lease changed or gone before its deletion");
+            }
+            Err(e) => {
+                tracing::warn!(lease = %name, error = %e, "cannot delete a dead replica's membership lease")
+            }
         }
     }
 
@@ -354,6 +454,9 @@ impl Leases {
         }
     }
 
+    /// Renews every claim held, [`MAX_CONCURRENT_RENEWALS`] at a time: a
+    /// slow API server must not make the last claims of a long list lapse
+    /// while the first are renewed.
     async fn renew_held(&self) {
         let held: Vec<(String, Held)> = self
             .lock()
@@ -361,54 +464,71 @@ impl Leases {
             .iter()
             .map(|(k, h)| (k.clone(), h.clone()))
             .collect();
-        for (key, h) in held {
-            let sent = Instant::now();
-            if h.valid_until <= sent {
-                tracing::warn!(metrics_exporter = %key, "lease expired before it could be renewed; letting it go");
-                self.lock().held.remove(&key);
-                continue;
-            }
-            let result = async {
-                let mut lease = self.api.get(&h.lease).await?;
-                let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
-                if holder.as_deref() != Some(self.identity.as_str())
-                    || lease.metadata.resource_version.as_deref()
-                        != Some(h.resource_version.as_str())
-                {
-                    return Ok(None);
+        let results: Vec<_> = futures::stream::iter(held)
+            .map(|(key, h)| async move {
+                let sent = Instant::now();
+                if h.valid_until <= sent {
+                    return (key, sent, Renewal::Expired);
                 }
-                if let Some(spec) = lease.spec.as_mut() {
-                    spec.renew_time = Some(now_micro());
-                    spec.lease_duration_seconds = Some(self.duration.as_secs().max(1) as i32);
-                }
-                self.api
-                    .replace(&h.lease, &PostParams::default(), &lease)
-                    .await
-                    .map(Some)
-            }
+                (key, sent, self.renew_one(&h).await)
+            })
+            .buffer_unordered(MAX_CONCURRENT_RENEWALS)
+            .collect()
             .await;
-            let mut inner = self.lock();
-            match result {
-                Ok(Some(l)) => {
+        let mut inner = self.lock();
+        for (key, sent, renewal) in results {
+            match renewal {
+                Renewal::Renewed(resource_version) => {
                     if let Some(entry) = inner.held.get_mut(&key) {
-                        entry.resource_version = l.metadata.resource_version.unwrap_or_default();
+                        entry.resource_version = resource_version;
                         entry.valid_until = sent + self.claim();
                     }
                 }
-                Ok(None) => {
+                Renewal::Expired => {
+                    tracing::warn!(metrics_exporter = %key, "lease expired before it could be renewed; letting it go");
+                    inner.held.remove(&key);
+                }
+                Renewal::Taken => {
                     tracing::warn!(metrics_exporter = %key, "lease taken by another replica; stopping");
                     inner.held.remove(&key);
                 }
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                Renewal::Failed(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
                     tracing::warn!(metrics_exporter = %key, error = %e, "lease gone or changed by another replica; stopping");
                     inner.held.remove(&key);
                 }
                 // The API server is unreachable: the claim runs out on its
                 // own (valid_until) unless a later renewal gets through.
-                Err(e) => {
+                Renewal::Failed(e) => {
                     tracing::warn!(metrics_exporter = %key, error = %e, "cannot renew the lease")
                 }
             }
+        }
+    }
+
+    /// One renewal: a GET and a conditional PUT of the Lease.
+    async fn renew_one(&self, h: &Held) -> Renewal {
+        let result = async {
+            let mut lease = self.api.get(&h.lease).await?;
+            let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
+            if holder.as_deref() != Some(self.identity.as_str())
+                || lease.metadata.resource_version.as_deref() != Some(h.resource_version.as_str())
+            {
+                return Ok(None);
+            }
+            if let Some(spec) = lease.spec.as_mut() {
+                spec.renew_time = Some(now_micro());
+                spec.lease_duration_seconds = Some(self.duration.as_secs().max(1) as i32);
+            }
+            self.api
+                .replace(&h.lease, &PostParams::default(), &lease)
+                .await
+                .map(Some)
+        }
+        .await;
+        match result {
+            Ok(Some(l)) => Renewal::Renewed(l.metadata.resource_version.unwrap_or_default()),
+            Ok(None) => Renewal::Taken,
+            Err(e) => Renewal::Failed(e),
         }
     }
 
@@ -489,6 +609,12 @@ impl Leases {
                     key.to_string(),
                     Held {
                         lease: name,
+                        token: l
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.lease_transitions)
+                            .unwrap_or(0)
+                            .into(),
                         resource_version: l.metadata.resource_version.unwrap_or_default(),
                         valid_until: sent + self.claim(),
                         draining: None,

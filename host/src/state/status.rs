@@ -3,9 +3,19 @@
 //! (rule, exporter) stands, the conditions, counts and the last error. A
 //! replica that takes an exporter over reads its progress from there, so
 //! no state file is needed and `kubectl get metricsexporters` shows health.
+//!
+//! Every write is fenced: it carries the holder and its fencing token (the
+//! exporter Lease's `leaseTransitions` when this replica took it), is sent
+//! only while the Lease is held with that token, and sets
+//! `metadata.resourceVersion`, so the API server refuses it when anything
+//! wrote the object since this replica last read or wrote it. Taking an
+//! exporter over writes the new holder and token first (with the version
+//! just read): from then on a late write of the previous holder conflicts,
+//! and on reading the object again it finds a newer token and gives up. So
+//! a replica that lost its Lease never moves progress backwards.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -28,6 +38,15 @@ pub const FIELD_MANAGER: &str = "kusto-metrics";
 /// The longest error kept in status (the API server caps messages; a wall
 /// of text helps nobody).
 pub const MAX_ERROR_CHARS: usize = 512;
+
+/// Tries of one status write when the object changed since this replica
+/// last saw it but it still holds the exporter (its own concurrent write,
+/// a spec edit): each reads the object again first.
+const WRITE_ATTEMPTS: usize = 4;
+
+/// The fencing token this replica holds for an exporter now (`None`: it
+/// holds no valid claim), from its Leases.
+pub type FenceSource = Arc<dyn Fn(&str) -> Option<i64> + Send + Sync>;
 
 /// What one run of one MetricsExporter came to, for its status.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +77,19 @@ struct Entry {
     generation: Option<i64>,
     status: MetricsExporterStatus,
     progress: BTreeMap<String, Progress>,
+    /// The fencing token the exporter was taken with.
+    token: i64,
+    /// The object's version as this replica last read or wrote it.
+    resource_version: Option<String>,
+}
+
+/// How a fenced write or claim went wrong.
+enum Refusal {
+    /// Another replica holds the exporter (a newer token), or this one no
+    /// longer holds its Lease: permanent.
+    Stale(String),
+    /// The API server refused or could not be reached.
+    Api(kube::Error),
 }
 
 pub struct StatusStore {
@@ -67,6 +99,7 @@ pub struct StatusStore {
     recorder: Recorder,
     /// When each job last wrote the requests of a chunk accepted so far.
     noted: Mutex<HashMap<String, std::time::Instant>>,
+    fences: OnceLock<FenceSource>,
 }
 
 /// Requests accepted within a chunk are written to the status at most this
@@ -146,7 +179,26 @@ impl StatusStore {
             entries: Mutex::new(HashMap::new()),
             recorder,
             noted: Mutex::new(HashMap::new()),
+            fences: OnceLock::new(),
         }
+    }
+
+    /// Where writes learn whether this replica still holds an exporter.
+    /// Until it is set, every write is refused.
+    pub fn set_fences(&self, fences: FenceSource) {
+        if self.fences.set(fences).is_err() {
+            tracing::warn!("the status store's fence source is set already; keeping the first");
+        }
+    }
+
+    fn current_token(&self, key: &str) -> Option<i64> {
+        self.fences.get().and_then(|f| f(key))
+    }
+
+    /// The exporter is loaded and was taken with the token it holds now.
+    pub fn holds(&self, key: &str) -> bool {
+        let token = self.current_token(key);
+        token.is_some() && self.lock().get(key).map(|e| e.token) == token
     }
 
     pub fn identity(&self) -> &str {
@@ -161,8 +213,9 @@ impl StatusStore {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes an exporter over: its progress is what its status says now.
-    pub fn load(&self, me: &MetricsExporter) {
+    /// Takes an exporter over in memory with fencing token `token`: its
+    /// progress is what its status says now.
+    fn load(&self, me: &MetricsExporter, token: i64) {
         let key = me.metadata.key();
         let status = me.status.clone().unwrap_or_default();
         let progress = status
@@ -184,25 +237,69 @@ impl StatusStore {
                 generation: me.metadata.generation,
                 status,
                 progress,
+                token,
+                resource_version: me.metadata.resource_version.clone(),
             },
         );
     }
 
     /// Takes an exporter over with its status as the API server has it now
-    /// (a cache may not show the last replica's final progress yet).
-    /// `Ok(false)` when the exporter is gone.
-    pub async fn load_current(&self, key: &str) -> Result<bool, kube::Error> {
+    /// (a cache may not show the last replica's final progress yet), and
+    /// writes this replica in as holder with its fencing token, conditional
+    /// on the version just read: a previous holder's late write either
+    /// landed before (and is read again here) or conflicts after.
+    /// `Ok(false)` when the exporter is gone; `NotHeld` when this replica
+    /// does not hold its Lease, or another holds a newer token.
+    pub async fn load_current(&self, key: &str) -> Result<bool, StateError> {
         let Some((ns, name)) = key.split_once('/') else {
             return Ok(false);
         };
         let api: Api<MetricsExporter> = Api::namespaced(self.client.clone(), ns);
-        match api.get_opt(name).await? {
-            Some(me) => {
-                self.load(&me);
-                Ok(true)
+        let status_error = |source| StateError::Status {
+            exporter: key.to_string(),
+            source: Box::new(source),
+        };
+        let mut last = None;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(token) = self.current_token(key) else {
+                return Err(StateError::NotHeld(key.to_string()));
+            };
+            let Some(me) = api.get_opt(name).await.map_err(status_error)? else {
+                return Ok(false);
+            };
+            let status = me.status.clone().unwrap_or_default();
+            if let Some(theirs) = status.fencing_token.filter(|t| *t > token) {
+                tracing::warn!(metrics_exporter = %key, token, status_token = theirs, status_holder = ?status.holder, "the status names a newer holder of this exporter; not taking it over");
+                return Err(StateError::NotHeld(key.to_string()));
             }
-            None => Ok(false),
+            self.load(&me, token);
+            if let Some(entry) = self.lock().get_mut(key) {
+                entry.status.holder = Some(self.identity.clone());
+                entry.status.fencing_token = Some(token);
+            }
+            match self.put(key).await {
+                Ok(()) => return Ok(true),
+                Err(Refusal::Stale(why)) => {
+                    self.forget(key);
+                    tracing::warn!(metrics_exporter = %key, why = %why, "not taking the exporter over");
+                    return Err(StateError::NotHeld(key.to_string()));
+                }
+                // Written in between (the last holder's final progress):
+                // read it again.
+                Err(Refusal::Api(kube::Error::Api(e))) if e.code == 409 => {
+                    last = Some(kube::Error::Api(e));
+                }
+                Err(Refusal::Api(e)) => {
+                    self.forget(key);
+                    return Err(status_error(e));
+                }
+            }
         }
+        self.forget(key);
+        Err(match last {
+            Some(e) => status_error(e),
+            None => StateError::NotHeld(key.to_string()),
+        })
     }
 
     /// A Warning event on the exporter (`kubectl describe` shows it).
@@ -481,12 +578,103 @@ impl StatusStore {
         self.lock().get(key).map(|e| e.status.clone())
     }
 
+    /// Writes the status as held in memory, fenced (see the module
+    /// comment), trying again on a conflict while this replica still holds
+    /// the exporter; a stale holder's write is refused and logged.
     async fn write(&self, key: &str) -> Result<(), StateError> {
-        let (namespace, name, status) = {
+        let mut attempt = 1;
+        loop {
+            match self.put(key).await {
+                Ok(()) => return Ok(()),
+                Err(Refusal::Stale(why)) => {
+                    tracing::warn!(metrics_exporter = %key, why = %why, "refused a status write: this replica no longer holds the exporter");
+                    return Err(StateError::NotHeld(key.to_string()));
+                }
+                Err(Refusal::Api(kube::Error::Api(e)))
+                    if e.code == 409 && attempt < WRITE_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tracing::debug!(metrics_exporter = %key, attempt, "the exporter changed since this replica wrote it; reading it again");
+                    if let Err(refusal) = self.refresh(key).await {
+                        match refusal {
+                            Refusal::Stale(why) => {
+                                tracing::warn!(metrics_exporter = %key, why = %why, "refused a status write: another replica holds the exporter");
+                                return Err(StateError::NotHeld(key.to_string()));
+                            }
+                            Refusal::Api(source) => {
+                                return Err(StateError::Status {
+                                    exporter: key.to_string(),
+                                    source: Box::new(source),
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(Refusal::Api(source)) => {
+                    return Err(StateError::Status {
+                        exporter: key.to_string(),
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reads the object again after a conflict: its new version, and
+    /// whether another replica has written a newer token. Progress the
+    /// object holds ahead of memory is kept (progress never moves back).
+    async fn refresh(&self, key: &str) -> Result<(), Refusal> {
+        let (namespace, name, token) = {
+            let entries = self.lock();
+            let e = entries
+                .get(key)
+                .ok_or_else(|| Refusal::Stale("no longer loaded".into()))?;
+            (e.namespace.clone(), e.name.clone(), e.token)
+        };
+        let api: Api<MetricsExporter> = Api::namespaced(self.client.clone(), &namespace);
+        let me = api.get(&name).await.map_err(Refusal::Api)?;
+        let status = me.status.unwrap_or_default();
+        if let Some(why) = stale_against(&status, &self.identity, token) {
+            return Err(Refusal::Stale(why));
+        }
+        let mut entries = self.lock();
+        let entry = entries
+            .get_mut(key)
+            .ok_or_else(|| Refusal::Stale("no longer loaded".into()))?;
+        entry.resource_version = me.metadata.resource_version;
+        for r in &status.rules {
+            let job = crate::state::job_key(key, &r.rule, &r.exporter);
+            let theirs = to_progress(r);
+            if entry
+                .progress
+                .get(&job)
+                .is_none_or(|mine| ahead(&theirs, mine))
+            {
+                tracing::warn!(metrics_exporter = %key, job = %job, "the status holds progress ahead of this replica's; keeping it");
+                entry.progress.insert(job, theirs);
+            }
+        }
+        Ok(())
+    }
+
+    /// One fenced write: only while the Lease is held with the entry's
+    /// token, conditional on the version last seen.
+    async fn put(&self, key: &str) -> Result<(), Refusal> {
+        let current = self.current_token(key);
+        let (namespace, name, status, resource_version) = {
             let mut entries = self.lock();
             let Some(entry) = entries.get_mut(key) else {
-                return Err(StateError::NotHeld(key.to_string()));
+                return Err(Refusal::Stale("the exporter is not loaded here".into()));
             };
+            if current != Some(entry.token) {
+                return Err(Refusal::Stale(match current {
+                    None => "its lease is not held (or no longer valid)".to_string(),
+                    Some(t) => format!(
+                        "its lease was taken again (token {t}, loaded with {})",
+                        entry.token
+                    ),
+                }));
+            }
             let mut rules: Vec<RuleProgress> = entry
                 .progress
                 .iter()
@@ -497,6 +685,8 @@ impl StatusStore {
                 .collect();
             rules.sort_by(|a, b| (&a.rule, &a.exporter).cmp(&(&b.rule, &b.exporter)));
             entry.status.rules = rules;
+            entry.status.holder = Some(self.identity.clone());
+            entry.status.fencing_token = Some(entry.token);
             if entry.status.observed_generation.is_none() {
                 entry.status.observed_generation = entry.generation;
             }
@@ -504,31 +694,112 @@ impl StatusStore {
                 entry.namespace.clone(),
                 entry.name.clone(),
                 entry.status.clone(),
+                entry.resource_version.clone(),
             )
         };
         let api: Api<MetricsExporter> = Api::namespaced(self.client.clone(), &namespace);
         let patch = json!({
             "apiVersion": API_VERSION,
             "kind": "MetricsExporter",
+            "metadata": {"name": name, "resourceVersion": resource_version},
             "status": status,
         });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|source| StateError::Status {
-            exporter: key.to_string(),
-            source: Box::new(source),
-        })
+        let written = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Refusal::Api)?;
+        if let Some(entry) = self.lock().get_mut(key) {
+            entry.resource_version = written.metadata.resource_version;
+        }
+        Ok(())
+    }
+}
+
+/// Why a status written by another replica makes this one (`identity`,
+/// holding `token`) a stale holder, if it does.
+fn stale_against(status: &MetricsExporterStatus, identity: &str, token: i64) -> Option<String> {
+    let theirs = status.fencing_token?;
+    let holder = status.holder.as_deref().unwrap_or("");
+    if theirs > token || (theirs == token && holder != identity) {
+        Some(format!(
+            "the status names {holder} with token {theirs}; this replica holds {token}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// `a` stands strictly beyond `b` in the same source (a later window, or
+/// further in the same table file, or further into the same chunk).
+fn ahead(a: &Progress, b: &Progress) -> bool {
+    use crate::state::Cursor;
+    let within = |p: &Progress| p.partial.as_ref().map(|c| (c.chunks, c.requests));
+    match (&a.cursor, &b.cursor) {
+        (Cursor::Start, _) => false,
+        (_, Cursor::Start) => true,
+        (Cursor::Window { end: x }, Cursor::Window { end: y }) => {
+            x > y || (x == y && within(a) > within(b))
+        }
+        (Cursor::File(x), Cursor::File(y)) if x.fingerprint == y.fingerprint => {
+            x.offset > y.offset || (x.offset == y.offset && within(a) > within(b))
+        }
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newer_token_or_another_holder_with_ours_makes_this_replica_stale() {
+        let status = |holder: &str, token: Option<i64>| MetricsExporterStatus {
+            holder: Some(holder.into()),
+            fencing_token: token,
+            ..MetricsExporterStatus::default()
+        };
+        assert!(stale_against(&status("b", Some(4)), "a", 3).is_some());
+        assert!(stale_against(&status("b", Some(3)), "a", 3).is_some());
+        assert!(stale_against(&status("a", Some(3)), "a", 3).is_none());
+        assert!(stale_against(&status("b", Some(2)), "a", 3).is_none());
+        assert!(
+            stale_against(&status("b", None), "a", 0).is_none(),
+            "a status from before fencing"
+        );
+    }
+
+    #[test]
+    fn progress_is_ahead_only_further_in_the_same_source() {
+        use crate::state::{Cursor, FilePosition, PartialChunk};
+        let file = |offset, fingerprint: &str, requests: Option<usize>| Progress {
+            cursor: Cursor::File(FilePosition {
+                offset,
+                rows: 0,
+                fingerprint: fingerprint.into(),
+            }),
+            partial: requests.map(|requests| PartialChunk {
+                requests,
+                ..PartialChunk::default()
+            }),
+            updated: String::new(),
+        };
+        let window = |end| Progress::at(Cursor::Window { end });
+        assert!(ahead(&file(10, "f", None), &file(5, "f", None)));
+        assert!(!ahead(&file(5, "f", None), &file(10, "f", None)));
+        assert!(ahead(&file(5, "f", Some(2)), &file(5, "f", Some(1))));
+        assert!(ahead(&file(5, "f", Some(1)), &file(5, "f", None)));
+        assert!(
+            !ahead(&file(10, "g", None), &file(5, "f", None)),
+            "a rewritten file is no comparison"
+        );
+        assert!(ahead(&window(2), &window(1)) && !ahead(&window(1), &window(1)));
+        assert!(ahead(&window(1), &Progress::default()));
+        assert!(!ahead(&Progress::default(), &window(1)));
+    }
 
     #[test]
     fn progress_round_trips_through_status() {
