@@ -467,7 +467,10 @@ impl Sink {
 pub trait Accepted: Send {
     /// `requests`: requests of the output accepted so far, skipped ones
     /// included.
-    fn accepted(&mut self, requests: usize) -> futures::future::BoxFuture<'_, Result<(), ErrorKind>>;
+    fn accepted(
+        &mut self,
+        requests: usize,
+    ) -> futures::future::BoxFuture<'_, Result<(), ErrorKind>>;
 }
 
 /// Nobody watches: every request goes out.
@@ -828,24 +831,31 @@ mod tests {
         out.metrics = vec![fixture::gauge("a", 0, 25)];
         let resource = Resource::default_host();
         let calls = Mutex::new(0);
-        let result = send_requests(&settings(10, MAX_REQUEST_BYTES), &resource, &out, 0, &mut Unwatched, |_| {
-            let n = {
-                let mut c = calls.lock().expect("lock");
-                *c += 1;
-                *c
-            };
-            async move {
-                if n == 3 {
-                    Err(ErrorKind::Http {
-                        status: 400,
-                        message: "bad".into(),
-                        retry_after: None,
-                    })
-                } else {
-                    Ok(1)
+        let result = send_requests(
+            &settings(10, MAX_REQUEST_BYTES),
+            &resource,
+            &out,
+            0,
+            &mut Unwatched,
+            |_| {
+                let n = {
+                    let mut c = calls.lock().expect("lock");
+                    *c += 1;
+                    *c
+                };
+                async move {
+                    if n == 3 {
+                        Err(ErrorKind::Http {
+                            status: 400,
+                            message: "bad".into(),
+                            retry_after: None,
+                        })
+                    } else {
+                        Ok(1)
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         let e = result.expect_err("third request fails");
         assert_eq!(e.request, Some(3));

@@ -65,7 +65,10 @@ impl StdoutSink {
             delivered.requests += 1;
             delivered.points += points;
             delivered.bytes += line.len() as u64;
-            if let Err(kind) = accepted.accepted(delivered.skipped + delivered.requests).await {
+            if let Err(kind) = accepted
+                .accepted(delivered.skipped + delivered.requests)
+                .await
+            {
                 return Err(fail(kind, delivered));
             }
         }

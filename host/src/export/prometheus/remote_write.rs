@@ -201,8 +201,13 @@ impl RemoteWrite {
         output: &Output,
         skip: usize,
     ) -> Result<Delivered, ExportError> {
-        self.send_with(resource, output, skip, &mut crate::export::deliver::Unwatched)
-            .await
+        self.send_with(
+            resource,
+            output,
+            skip,
+            &mut crate::export::deliver::Unwatched,
+        )
+        .await
     }
 
     /// Like [`RemoteWrite::send_from`], telling `accepted` after each
