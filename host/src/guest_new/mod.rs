@@ -280,6 +280,18 @@ mod tests {
         assert!(matches!(again, GuestNewError::NotEmpty(_)), "{again}");
     }
 
+    /// The guide shows the template's transform as it is written.
+    #[test]
+    fn the_guide_shows_the_template() {
+        let template = include_str!("rust/lib.rs");
+        let body = &template[template.find("use kusto_metrics_guest").unwrap()..];
+        let guide = include_str!("../../../docs/custom-guest.md");
+        assert!(
+            guide.contains(&format!("```rust\n{body}```")),
+            "docs/custom-guest.md section 2 differs from host/src/guest_new/rust/lib.rs"
+        );
+    }
+
     /// The template's transform stays the short example the guide promises.
     #[test]
     fn the_rust_transform_is_under_60_lines() {
