@@ -93,6 +93,92 @@ fn the_rust_template_builds_and_passes_its_own_test() {
     );
 }
 
+/// The SDK as a git dependency, in a repository that holds the SDK folder
+/// and nothing else of this checkout: no `../../wit`, no workspace settings.
+#[test]
+fn the_sdk_stands_alone_as_a_git_dependency() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("sdk-repo");
+    let sdk = common::root().join("guests/sdk");
+    for entry in ["Cargo.toml", "src", "wit"] {
+        copy_tree(&sdk.join(entry), &repo.join("guests/sdk").join(entry));
+    }
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "sdk"]);
+    let rev = git(&["rev-parse", "HEAD"]);
+    let url = format!("file://{}", repo.display());
+
+    let project = dir.path().join("git-ratio");
+    let out = guest_new(&[
+        "git-ratio",
+        "--dir",
+        project.to_str().unwrap(),
+        "--sdk-git",
+        &url,
+        "--sdk-rev",
+        &rev,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cargo = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
+    assert!(
+        cargo.contains(&format!(
+            "kusto-metrics-guest = {{ git = \"{url}\", rev = \"{rev}\" }}"
+        )),
+        "{cargo}"
+    );
+    std::fs::copy(
+        common::root().join("guests/Cargo.lock"),
+        project.join("Cargo.lock"),
+    )
+    .unwrap();
+    let out = test_script(&project, &dir.path().join("cache"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "test.sh failed:\n{stderr}");
+    assert!(
+        stderr.contains("the output matches expected-otlp.json"),
+        "{stderr}"
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
 #[test]
 fn a_project_is_never_written_over_another() {
     let dir = tempfile::tempdir().unwrap();
