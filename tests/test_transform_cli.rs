@@ -188,7 +188,7 @@ fn bad_input_names_what_is_at_fault() {
     );
     let err = failure(&["-t", &transform, "-i", &missing]);
     assert!(
-        err.contains("column `v` is not in the table; columns present: w, t"),
+        err.contains("missing.csv: column `v` is missing (the table has w:long, t:datetime)"),
         "{err}"
     );
 
@@ -252,5 +252,138 @@ fn jsonl_types_are_inferred() {
         points[1]["attributes"].as_array().map_or(0, Vec::len),
         1,
         "a missing key is a null, left out"
+    );
+}
+
+/// The histogram guest as examples/custom-histogram configures it, on CSV rows.
+fn histogram_on(dir: &Path, rows: &str) -> Output {
+    let module = common::guest_path("histogram-buckets");
+    let csv = write(dir, "rows.csv", rows);
+    test_transform(&[
+        "-t",
+        "examples/custom-histogram/transform.yaml",
+        "-i",
+        &csv,
+        "-m",
+        module.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn input_columns_are_checked_against_what_the_guest_declared() {
+    let dir = tempfile::tempdir().unwrap();
+    // The guest declares its bucket columns `int` or `long`; a `real` one
+    // must be refused before the guest sees it, as `run` refuses a table.
+    let out = histogram_on(
+        dir.path(),
+        "Timestamp:datetime,Service:string,le_100:real,le_500:long,inf:long,total_ms:real\n\
+         2025-06-25T10:00:00Z,api,1.5,2,3,10\n",
+    );
+    assert!(!out.status.success(), "a real bucket column was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "rows.csv: column `le_100` is real, the transform accepts int or long (the table has \
+             Timestamp:datetime, Service:string, le_100:real, le_500:long, inf:long, total_ms:real)"
+        ),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "no output for refused input");
+}
+
+#[test]
+fn skipped_rows_are_numbered_from_0_as_the_wit_says() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rows 0 and 2 are fine; row 1 has no timestamp.
+    let out = histogram_on(
+        dir.path(),
+        "Timestamp:datetime,Service:string,le_100:long,le_500:long,inf:long,total_ms:real\n\
+         2025-06-25T10:00:00Z,api,1,2,3,10\n\
+         ,api,1,2,3,10\n\
+         2025-06-25T10:01:00Z,api,1,2,3,10\n",
+    );
+    let json = stdout_json(&out);
+    let points =
+        &json["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["histogram"]["dataPoints"];
+    assert_eq!(points.as_array().map_or(0, Vec::len), 2);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("rows skipped: 1\n  null-timestamp: 1 (first at row 1, 0-based)"),
+        "{summary}"
+    );
+}
+
+/// The simple example's expected request, changed by `edit`, in a file.
+fn simple_expectation(dir: &Path, edit: impl FnOnce(&mut Value)) -> String {
+    let mut json = expected("simple");
+    edit(&mut json);
+    write(dir, "expected.json", &json.to_string())
+}
+
+fn simple_with(expect: &str) -> Output {
+    test_transform(&[
+        "-t",
+        "examples/simple/transform.yaml",
+        "-i",
+        "examples/simple/rows.csv",
+        "--expect",
+        expect,
+    ])
+}
+
+#[test]
+fn expect_passes_on_the_same_request_in_another_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let shuffled = simple_expectation(dir.path(), |json| {
+        let points =
+            json["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"]
+                .as_array_mut()
+                .unwrap();
+        points.reverse();
+        for p in points {
+            p["attributes"].as_array_mut().unwrap().reverse();
+        }
+    });
+    let out = simple_with(&shuffled);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the output matches {shuffled}")),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "--expect prints no request");
+}
+
+#[test]
+fn expect_fails_with_each_difference_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let changed = simple_expectation(dir.path(), |json| {
+        let points =
+            &mut json["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"];
+        points[2]["asDouble"] = serde_json::json!(121.5);
+        points.as_array_mut().unwrap().remove(0);
+    });
+    let out = simple_with(&changed);
+    assert_eq!(out.status.code(), Some(1), "a mismatch exits 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let metric = "resourceMetrics[{service.name=adx-mon-metrics-exporter, service.version=0.1.0}]\
+                  .scopeMetrics[adx-mon.azure.com/metrics-exporter v1]\
+                  .metrics[service_response_time_avg].gauge";
+    assert!(
+        stderr.contains(&format!(
+            "error: the output differs from {changed} in 2 places (`-` expected, `+` output):\n  \
+             {metric}.dataPoints[{{Region=eu-west-1, ServiceName=checkout}} at 1640995200000000000].asDouble: - 121.5 + 120.0\n  \
+             {metric}.dataPoints[{{Region=us-east-1, ServiceName=api-gateway}} at 1640995200000000000]: - (missing) + {{\"attributes\""
+        )),
+        "{stderr}"
+    );
+
+    let not_json = write(dir.path(), "not.json", "resourceMetrics: []");
+    let out = simple_with(&not_json);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{not_json}: not JSON")),
+        "{stderr}"
     );
 }

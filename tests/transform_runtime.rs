@@ -340,7 +340,8 @@ fn guest_rejections_carry_column_and_row() {
     let guest = hostile(Limits::default());
     let err = guest.transform("\"reject\"", &table(&[])).unwrap_err();
     assert!(
-        err.to_string().contains("column `metric_value`, row 42"),
+        err.to_string()
+            .contains("column `metric_value`, row 41, 0-based"),
         "{err}"
     );
     let err = guest.validate("\"bad-config\"").unwrap_err();

@@ -39,6 +39,38 @@ pub enum Command {
     TestTransform(TestTransformArgs),
     /// Print the MetricsExporter and SummaryRule CRDs (YAML), as in crds/.
     Crds(CrdsArgs),
+    /// Write your own transform guest.
+    #[command(subcommand)]
+    Guest(GuestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuestCommand {
+    /// A ready project in a new folder: a ratio transform on the SDK, its
+    /// build file, transform.yaml, sample rows, the expected OTLP/JSON,
+    /// test.sh and a README with the build, test and push commands.
+    New(GuestNewArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GuestNewArgs {
+    /// The project's (and crate's) name: lowercase letters, digits, `-`, `_`.
+    pub name: String,
+    #[arg(long, value_enum, default_value = "rust")]
+    pub lang: crate::guest_new::Lang,
+    /// Where to write it [default: ./NAME]; must be empty or absent.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Take the SDK from this folder (`guests/sdk` of a kusto-metrics
+    /// checkout) [default: the checkout this binary was built from].
+    #[arg(long, value_name = "DIR", conflicts_with = "sdk_git")]
+    pub sdk_path: Option<PathBuf>,
+    /// Take the SDK from this git repository (the kusto-metrics repository).
+    #[arg(long, value_name = "URL")]
+    pub sdk_git: Option<String>,
+    /// With --sdk-git: the revision (commit, tag) to build against.
+    #[arg(long, value_name = "REV", requires = "sdk_git")]
+    pub sdk_rev: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +146,11 @@ pub struct TestTransformArgs {
     /// Print one line of JSON instead of indented JSON.
     #[arg(long)]
     pub compact: bool,
+    /// Compare the output with this OTLP/JSON request instead of printing
+    /// it: resources, scopes, metrics, points and attributes in any order.
+    /// Exits non-zero with the differences when they are not the same.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
     #[command(flatten)]
     pub guest: GuestArgs,
 }

@@ -17,7 +17,9 @@
 //! health endpoints),
 //! [`wit`] (the contract's types, generated from `wit/`), [`error`]
 //! (retry classes shared by every stage), [`test_transform`] (the
-//! `kusto-metrics test-transform` command).
+//! `kusto-metrics test-transform` command, `--expect` in
+//! [`test_transform::expect`]), [`guest_new`] (`kusto-metrics guest new`:
+//! a guest project from a template).
 
 pub mod api;
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod export;
+pub mod guest_new;
 pub mod net;
 pub mod schedule;
 pub mod source;

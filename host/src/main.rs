@@ -3,9 +3,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use kusto_metrics::cli::{Cli, Command, GuestArgs, RunArgs};
+use kusto_metrics::cli::{Cli, Command, GuestArgs, GuestCommand, GuestNewArgs, RunArgs};
 use kusto_metrics::config::HostConfig;
 use kusto_metrics::config::host_config::Overrides;
 use kusto_metrics::schedule::{self, Runner};
@@ -65,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Guest(GuestCommand::New(args)) => guest_new(args),
         Command::TestTransform(args) => {
             let runtime = runtime(&args.guest)?;
             let options = test_transform::Options {
@@ -72,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 input: args.input,
                 module: args.module,
                 pretty: !args.compact,
+                expect: args.expect,
                 registries: kusto_metrics::transform::modules::config::RegistriesConfig {
                     insecure: args.insecure_registries,
                     docker_config: args.docker_config,
@@ -81,13 +84,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 blob_dir: args.guest.cache_dir.as_ref().map(|d| d.join("modules")),
                 namespace: args.namespace,
             };
-            let (stdout, summary) = test_transform::run(&runtime, &options)?;
-            eprint!("{summary}");
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{stdout}").context("writing to stdout")?;
-            Ok(())
+            let ran = test_transform::run(&runtime, &options)?;
+            eprint!("{}", ran.summary);
+            match (&options.expect, ran.mismatch) {
+                (None, _) => {
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{}", ran.output).context("writing to stdout")?;
+                    Ok(())
+                }
+                (Some(path), None) => {
+                    eprintln!("the output matches {}", path.display());
+                    Ok(())
+                }
+                (Some(_), Some(report)) => anyhow::bail!(report),
+            }
         }
     }
+}
+
+fn guest_new(args: GuestNewArgs) -> anyhow::Result<()> {
+    use kusto_metrics::guest_new::{self, SdkSource};
+    let sdk = match (args.sdk_path, args.sdk_git) {
+        (Some(path), _) => SdkSource::Path(std::path::absolute(&path).unwrap_or(path)),
+        (None, Some(url)) => SdkSource::Git {
+            url,
+            rev: args.sdk_rev,
+        },
+        (None, None) => SdkSource::built_from_checkout().context(
+            "this binary was not built from a kusto-metrics checkout that is still here: \
+             say where the SDK is with --sdk-git URL (the kusto-metrics repository) or --sdk-path DIR",
+        )?,
+    };
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+    let options = guest_new::Options {
+        name: args.name,
+        lang: args.lang,
+        dir,
+        sdk,
+    };
+    let files = guest_new::write(&options)?;
+    let shown = options.dir.display();
+    eprintln!("wrote {shown}: {}", files.join(", "));
+    eprintln!(
+        "next: cd {shown} && KUSTO_METRICS={} ./test.sh",
+        std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "kusto-metrics".into())
+    );
+    Ok(())
 }
 
 async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {

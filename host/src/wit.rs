@@ -227,4 +227,20 @@ mod tests {
         )));
         assert_eq!(kusto_metrics_guest::CONTRACT_VERSION, CONTRACT_VERSION);
     }
+
+    /// The Rust SDK carries its own copy of the WIT, so that it works as a
+    /// git dependency on its own; the copy must be the contract itself.
+    #[test]
+    fn the_sdk_carries_the_contract_unchanged() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("host/ sits in the repository");
+        let read = |path: &str| {
+            std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        assert!(
+            read(&format!("{WIT_DIR}/transform.wit")) == read("guests/sdk/wit/transform.wit"),
+            "guests/sdk/wit/transform.wit differs from {WIT_DIR}/transform.wit: copy it over (cp {WIT_DIR}/transform.wit guests/sdk/wit/)"
+        );
+    }
 }

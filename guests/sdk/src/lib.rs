@@ -1,32 +1,48 @@
 //! Write a kusto-metrics transform guest in Rust.
 //!
-//! The types are generated from `wit/v0.2/transform.wit`, the contract between
-//! the host and every guest. This crate adds what each guest would otherwise
-//! write again: reading values out of columns ([`ColumnExt`], [`TextArena`]),
-//! building dictionary-encoded output ([`OutputBuilder`]), counting skipped
-//! rows ([`SkipCounter`]) and logging ([`log`]).
+//! The types are generated from `wit/transform.wit` (a copy of the
+//! repository's `wit/v0.2/transform.wit` that travels with this crate, so it
+//! works as a git dependency), the contract between the host and every
+//! guest.
 //!
-//! A guest implements [`Guest`] and exports it:
+//! Most guests implement [`Transform`]: a configuration type parsed once
+//! per instance, a check that says which columns it reads, and a function
+//! that reads typed columns ([`Batch::long`], [`Batch::datetime`],
+//! [`Batch::label`], ...) and writes points
+//! (`out.gauge("name").unit("1").point(&attrs, time, value)`):
 //!
 //! ```text
-//! struct MyTransform;
-//! impl kusto_metrics_guest::Guest for MyTransform {
-//!     fn validate(config: String) -> Result<Requirements, ConfigError> { ... }
-//!     fn transform(config: String, batch: Batch) -> Result<Output, TransformError> { ... }
+//! struct Ratio;
+//! impl kusto_metrics_guest::Transform for Ratio {
+//!     type Config = Config;   // serde::Deserialize
+//!     fn validate(config: &Config) -> Result<Requirements, ConfigError> { ... }
+//!     fn transform(config: &Config, batch: &Batch, out: &mut Out) -> Result<(), TransformError> { ... }
 //! }
-//! kusto_metrics_guest::export!(MyTransform);
+//! kusto_metrics_guest::export_transform!(Ratio);
 //! ```
-//! and builds with `cargo build --target wasm32-wasip2 --release` (or
-//! `cargo component build --release`).
+//!
+//! Underneath, the contract's own functions ([`Guest`], exported with
+//! [`export!`]) and the low-level pieces stay available for a guest that
+//! needs every cycle: column reads ([`ColumnExt`], [`Text`]), interning by
+//! hand ([`OutputBuilder`], [`AttributeSetBuilder`]), [`SkipCounter`].
+//! Build with `cargo build --target wasm32-wasip2 --release`.
 
 #[cfg(target_arch = "wasm32")]
 mod bump;
 mod columns;
+mod config;
+mod errors;
+mod metrics;
 mod output;
+mod readers;
+mod requirements;
 mod skips;
+pub mod typed;
 
 wit_bindgen::generate!({
-    path: "../../wit/v0.2",
+    // A copy of ../../wit/v0.2 (the host's tests keep the two identical).
+    path: "wit",
+    additional_derives: [PartialEq],
     world: "transformer",
     pub_export_macro: true,
     export_macro_name: "export",
@@ -37,9 +53,16 @@ pub use adx_mon::metrics_transform::types::*;
 #[cfg(target_arch = "wasm32")]
 pub use bump::BumpAllocator;
 pub use columns::{ColumnExt, TICKS_PER_SECOND, Text, ticks_to_unix_nanos};
+pub use config::parse_config;
 pub use exports::adx_mon::metrics_transform::transform::Guest;
+pub use metrics::{Attributes, HistogramWriter, Number, NumberWriter, Out};
 pub use output::{AttributeSetBuilder, OutputBuilder};
+pub use readers::{
+    BoolColumn, DatetimeColumn, LabelColumn, LongColumn, NumberColumn, StringColumn,
+    TimespanColumn, type_name,
+};
 pub use skips::SkipCounter;
+pub use typed::Transform;
 
 /// Logging through the host. Messages end up in the host's structured log,
 /// tagged with the guest's name.
@@ -63,22 +86,3 @@ pub mod log {
 /// The WIT package version this crate implements (the host checks it
 /// against its own in a test).
 pub const CONTRACT_VERSION: &str = "0.2.0";
-
-impl ConfigError {
-    pub fn field(field: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            field: Some(field.to_string()),
-            message: message.into(),
-        }
-    }
-}
-
-impl TransformError {
-    pub fn column(column: &str, message: impl Into<String>) -> Self {
-        TransformError {
-            column: Some(column.to_string()),
-            row: None,
-            message: message.into(),
-        }
-    }
-}

@@ -97,9 +97,10 @@ fn field_suffix(field: &Option<String>) -> String {
 
 fn location(column: &Option<String>, row: &Option<u32>) -> String {
     match (column, row) {
-        (Some(c), Some(r)) => format!(" (column `{c}`, row {})", u64::from(*r) + 1),
+        // 0-based, as the WIT numbers rows (and every skip message does).
+        (Some(c), Some(r)) => format!(" (column `{c}`, row {r}, 0-based)"),
         (Some(c), None) => format!(" (column `{c}`)"),
-        (None, Some(r)) => format!(" (row {})", u64::from(*r) + 1),
+        (None, Some(r)) => format!(" (row {r}, 0-based)"),
         (None, None) => String::new(),
     }
 }

@@ -1,4 +1,7 @@
-//! `kusto-metrics test-transform`: sample rows in, one OTLP/JSON request out.
+//! `kusto-metrics test-transform`: sample rows in, one OTLP/JSON request out,
+//! compared with an expected one when asked (`expect`).
+
+pub mod expect;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,13 +10,14 @@ use anyhow::{Context, bail};
 
 use crate::config::transform_file::{self, ModuleRef};
 use crate::export::{self, Resource};
+use crate::source::kusto::table::{TableColumn, check_columns};
 use crate::source::{self, batch::sample_context};
 use crate::transform::modules::Fetched;
 use crate::transform::modules::config::RegistriesConfig;
 use crate::transform::modules::oci::Registries;
 use crate::transform::modules::store::BlobStore;
 use crate::transform::{Guest, Runtime, builtin};
-use crate::wit::Output;
+use crate::wit::{Batch, Output};
 
 pub struct Options {
     pub transform: PathBuf,
@@ -22,6 +26,8 @@ pub struct Options {
     /// `oci://registry/repository[:tag][@sha256:...]`.
     pub module: Option<String>,
     pub pretty: bool,
+    /// An expected OTLP/JSON request to compare the output with.
+    pub expect: Option<PathBuf>,
     /// For OCI modules.
     pub registries: RegistriesConfig,
     /// Where pulled modules are kept.
@@ -42,8 +48,19 @@ pub fn module_arg(text: &str) -> anyhow::Result<ModuleRef> {
     Ok(ModuleRef::File(PathBuf::from(text)))
 }
 
-/// Runs the transform and returns (stdout text, stderr summary).
-pub fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<(String, String)> {
+/// What a run printed and found.
+pub struct Ran {
+    /// The OTLP/JSON request.
+    pub output: String,
+    /// Rows read, points written, rows skipped by reason (for stderr).
+    pub summary: String,
+    /// With `expect`: `None` when the output is what was expected, else a
+    /// report of every difference.
+    pub mismatch: Option<String>,
+}
+
+/// Runs the transform, and compares its output with `expect` when given.
+pub fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<Ran> {
     let spec = transform_file::load(&options.transform)?;
     let module = match &options.module {
         Some(text) => Some(module_arg(text)?),
@@ -72,25 +89,55 @@ pub fn run(runtime: &Runtime, options: &Options) -> anyhow::Result<(String, Stri
         }
         other => (load_guest(runtime, other.as_ref())?, String::new()),
     };
-    guest.validate(&spec.config_json)?;
+    let requirements = guest.validate(&spec.config_json)?;
     let table = options
         .input
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("input");
     let batch = source::read_file(&options.input, sample_context(table))?;
-    let output = guest.transform(&spec.config_json, &batch)?;
-    let json =
-        export::otlp_json::encode_json(&Resource::default_host(), &output, &export::whole(&output));
-    let stdout = if options.pretty {
-        let value: serde_json::Value =
-            serde_json::from_str(&json).context("re-reading our own OTLP/JSON")?;
+    // What `run` checks of a table before its first read, so a guest never
+    // sees a column of a type it did not declare.
+    check_columns(&requirements, &batch_columns(&batch))
+        .map_err(|m| anyhow::anyhow!("{}: {m}", options.input.display()))?;
+    let transformed = guest.transform(&spec.config_json, &batch)?;
+    let json = export::otlp_json::encode_json(
+        &Resource::default_host(),
+        &transformed,
+        &export::whole(&transformed),
+    );
+    let value: serde_json::Value =
+        serde_json::from_str(&json).context("re-reading our own OTLP/JSON")?;
+    let mismatch = match &options.expect {
+        None => None,
+        Some(path) => {
+            let expected = read_expected(path)?;
+            let found = expect::differences(&expected, &value);
+            (!found.is_empty()).then(|| expect::report(&path.display().to_string(), &found))
+        }
+    };
+    let output = if options.pretty {
         serde_json::to_string_pretty(&value)?
     } else {
         json
     };
-    let summary = format!("{pulled}{}", summary(&guest, batch.row_count, &output));
-    Ok((stdout, summary))
+    let summary = format!("{pulled}{}", summary(&guest, batch.row_count, &transformed));
+    Ok(Ran {
+        output,
+        summary,
+        mismatch,
+    })
+}
+
+fn read_expected(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the expected output {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not JSON (an OTLP/JSON request, as test-transform prints it, is expected)",
+            path.display()
+        )
+    })
 }
 
 /// Pulls (or reads from the cache) an OCI module, on a runtime of its own.
@@ -145,6 +192,19 @@ fn guest_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
+/// The batch's columns as a table schema, for the check `run` makes.
+fn batch_columns(batch: &Batch) -> Vec<TableColumn> {
+    batch
+        .columns
+        .iter()
+        .map(|c| TableColumn {
+            name: c.name.clone(),
+            ty: Some(c.kusto_type),
+            spelled: c.kusto_type.name().to_string(),
+        })
+        .collect()
+}
+
 fn summary(guest: &Guest, rows: u32, output: &Output) -> String {
     let p = guest.provenance();
     let mut s = format!(
@@ -164,10 +224,10 @@ fn summary(guest: &Guest, rows: u32, output: &Output) -> String {
     for skip in &output.skipped {
         let _ = write!(
             s,
-            "\n  {}: {} (first at row {})",
+            "\n  {}: {} (first at row {}, 0-based)",
             output.skip_reason(skip),
             skip.count,
-            u64::from(skip.first_row) + 1
+            skip.first_row
         );
     }
     s.push('\n');
