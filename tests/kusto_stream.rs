@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::kusto_server::{Fault, KustoServer, now_ticks};
@@ -23,9 +23,11 @@ use serde_json::{Value, json};
 
 const DB: &str = "TelemetryDB";
 
-fn serial() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(|p| p.into_inner())
+/// One test at a time (each streams a large answer); an async lock, since
+/// the turn is held across awaits.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
 }
 
 fn client(server: &KustoServer) -> KustoClient {
@@ -154,7 +156,7 @@ const MAX_GROWTH: u64 = 48 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_rows_stream_in_chunks_in_bounded_memory() {
-    let _turn = serial();
+    let _turn = serial().await;
     const ROWS: usize = 1_000_000;
     const MAX_ROWS: usize = 100_000;
     let server = KustoServer::start();
@@ -217,7 +219,7 @@ async fn a_million_rows_stream_in_chunks_in_bounded_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_window_read_twice_gives_the_same_chunks() {
-    let _turn = serial();
+    let _turn = serial().await;
     let server = KustoServer::start();
     // A generated table answers in another order each time.
     let ingestion = generated(&server, "Metrics", 50_000);
@@ -262,7 +264,7 @@ async fn the_same_window_read_twice_gives_the_same_chunks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_at_the_end_fails_the_window_after_earlier_chunks() {
-    let _turn = serial();
+    let _turn = serial().await;
     let server = KustoServer::start();
     let ingestion = now_ticks() - 3600 * kql::TICKS_PER_SECOND;
     server.create_table(DB, "Small", &[("n", "long")]);
@@ -317,7 +319,7 @@ async fn an_error_at_the_end_fails_the_window_after_earlier_chunks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_broken_in_the_middle_is_a_retryable_window_failure() {
-    let _turn = serial();
+    let _turn = serial().await;
     let server = KustoServer::start();
     let ingestion = generated(&server, "Metrics", 100_000);
     let client = client(&server);
@@ -356,7 +358,7 @@ async fn a_stream_broken_in_the_middle_is_a_retryable_window_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_holds_back_the_answer() {
-    let _turn = serial();
+    let _turn = serial().await;
     const ROWS: usize = 1_000_000;
     let server = KustoServer::start();
     let ingestion = generated(&server, "Metrics", ROWS);
@@ -392,7 +394,7 @@ async fn a_slow_consumer_holds_back_the_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_before_the_body_are_retried() {
-    let _turn = serial();
+    let _turn = serial().await;
     let server = KustoServer::start();
     let ingestion = generated(&server, "Metrics", 1_000);
     let client = client(&server);

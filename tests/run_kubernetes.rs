@@ -476,6 +476,81 @@ fn two_replicas_share_the_exporters_and_one_takes_over_when_the_other_dies() {
 }
 
 #[test]
+fn a_replica_joining_mid_run_gets_exporters_handed_over_and_nothing_is_sent_twice() {
+    let s = Setup::new();
+    // Requests of 50 points, chunks of 100 rows, and a receiver that has
+    // the points at once but answers 1.9 s later: a handover always finds
+    // requests in flight.
+    let config = std::fs::read_to_string(s.path("kusto-metrics.yaml")).unwrap();
+    let config = config
+        .replace(
+            "      timeout: 2s\n",
+            "      timeout: 10s\n      maxPointsPerRequest: 50\n",
+        )
+        .replace("  cacheDir: cache\n", "  cacheDir: cache\n  maxRowsPerBatch: 100\n");
+    std::fs::write(s.path("kusto-metrics.yaml"), config).unwrap();
+    s.receiver.slow(Duration::from_millis(1900));
+    let n = 6;
+    let rows = 300;
+    for i in 0..n {
+        s.rule(&format!("r{i}"), &format!("t{i}"), &format!("T{i}"));
+        s.exporter(
+            &format!("e{i}"),
+            &format!("{{matchLabels: {{team: t{i}}}}}"),
+            "",
+        );
+        s.append(&format!("T{i}"), (0..rows).map(|r| i * 1000 + r));
+    }
+    let a = s.spawn("a", &[]);
+    // A holds everything and its runs are waiting for the receiver.
+    let deadline = Instant::now() + WAIT;
+    while !(holders(&s.api).len() == n as usize && s.receiver.points().len() >= 50) {
+        assert!(Instant::now() < deadline, "a never started\n{}", a.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let b = s.spawn("b", &[]);
+    let mut want: Vec<i64> = (0..n)
+        .flat_map(|i| (0..rows).map(move |r| i * 1000 + r))
+        .collect();
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.values().len() < want.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} points\n--- a ---\n{}\n--- b ---\n{}",
+            s.values().len(),
+            want.len(),
+            a.log_text(),
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let got = s.values();
+    let mut once = got.clone();
+    once.dedup();
+    assert_eq!(once, want, "every row arrived");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "nothing twice ({} repeated)\n--- a ---\n{}\n--- b ---\n{}",
+        got.len() - want.len(),
+        a.log_text(),
+        b.log_text()
+    );
+    let h = holders(&s.api);
+    assert!(
+        h.values().any(|v| v == "b"),
+        "b took some exporters over: {h:?}"
+    );
+    assert!(
+        a.log_text().contains("handing the exporter over"),
+        "{}",
+        a.log_text()
+    );
+}
+
+#[test]
 fn a_restarted_replica_continues_from_the_status() {
     let s = Setup::new();
     s.rule("r1", "a", "T1");

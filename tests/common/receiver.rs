@@ -186,6 +186,12 @@ impl Receiver {
         }
     }
 
+    /// Every OTLP/HTTP request from now on is recorded at once and
+    /// answered `delay` later.
+    pub fn slow(&self, delay: Duration) {
+        self.control("/slow", json!({"seconds": delay.as_secs_f64()}));
+    }
+
     /// The next `count` export requests (HTTP or gRPC) are refused with HTTP
     /// `status` (gRPC: 503 UNAVAILABLE, 429 RESOURCE_EXHAUSTED, 400
     /// INVALID_ARGUMENT, 500 INTERNAL) and not recorded. `retry_after`

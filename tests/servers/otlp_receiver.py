@@ -45,6 +45,10 @@ Control endpoints (plain HTTP on the control port, JSON bodies)
         over HTTP the connection is closed without a response; over gRPC
         (which cannot close a connection from a handler) the call ends with
         UNAVAILABLE, what a client sees when its connection breaks.
+  POST /slow {"seconds": S}
+        Every OTLP/HTTP request from now on is recorded at once and answered
+        S seconds later (a receiver that has the points but is slow to say
+        so); 0 turns it off.
   POST /reset   Forget pending faults and zero the counters (FILE is kept).
   GET  /stats   {"accepted": n, "refused": m, "malformed": k, "dropped": d}
         accepted: recorded requests (dropped ones included); refused: refused
@@ -61,6 +65,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 import zlib
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -173,6 +178,7 @@ class State:
             self.fail_retry_after = None
             self.partial = []  # (rejected, message), one per request
             self.drop_count = 0
+            self.slow = 0.0
             self.stats = {"accepted": 0, "refused": 0, "malformed": 0, "dropped": 0}
 
     def set_fail(self, count, status, retry_after, after=0):
@@ -394,6 +400,8 @@ class ExportHandler(HttpBase):
             name = name.lower()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         outcome = self.state.record(entry("http", encoding, gzipped, headers, request))
+        if self.state.slow > 0:
+            time.sleep(self.state.slow)
         log.info("http %s%s: %d points, %s", encoding, " gzip" if gzipped else "",
                  count_points(request), outcome.kind)
         if outcome.kind == "drop":
@@ -526,6 +534,8 @@ class ControlHandler(HttpBase):
                                        str(args.get("message", "")))
             elif path == "/accept-then-drop":
                 self.state.set_drop(int(args.get("count", 1)))
+            elif path == "/slow":
+                self.state.slow = float(args.get("seconds", 0))
             elif path == "/reset":
                 self.state.reset()
             else:

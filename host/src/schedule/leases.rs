@@ -208,11 +208,11 @@ impl Leases {
             .collect()
     }
 
-    /// How long a handover may take before the Lease is dropped without
-    /// being released (its run is then stopped after the request in flight
-    /// and the next holder waits for the Lease to expire): well inside the
-    /// claim, so the run never outlives it.
-    fn drain_bound(&self) -> Duration {
+    /// How long a run handed over may take to finish its chunk in flight
+    /// before it is told to stop after the request in flight; one lease
+    /// duration after that the Lease is dropped without being released
+    /// (the next holder waits for it to expire).
+    pub fn drain_bound(&self) -> Duration {
         self.claim() / 2
     }
 
@@ -235,8 +235,12 @@ impl Leases {
                 }
             }
         };
-        if since.elapsed() >= self.drain_bound() {
-            tracing::warn!(metrics_exporter = %key, bound = ?self.drain_bound(), "the run did not finish its chunk in time; dropping the lease without releasing it (the next holder waits for it to expire)");
+        // Past the bound the run stops after its request in flight, which
+        // may take a while yet (a slow receiver): the Lease stays renewed,
+        // so what it commits is still accepted, for one lease duration more.
+        let cap = self.drain_bound() + self.duration;
+        if since.elapsed() >= cap {
+            tracing::warn!(metrics_exporter = %key, bound = ?cap, "the run did not stop in time; dropping the lease without releasing it (the next holder waits for it to expire)");
             self.lock().held.remove(key);
             self.notify();
         }
@@ -704,6 +708,10 @@ impl Fence {
         }
         let (leases, key) = (self.leases.clone(), self.key.clone());
         tokio::spawn(async move { leases.release(&key).await });
+    }
+
+    pub fn drain_bound(&self) -> Duration {
+        self.leases.drain_bound()
     }
 
     pub fn is_held(&self) -> bool {

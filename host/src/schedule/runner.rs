@@ -603,6 +603,13 @@ impl Owner {
         }
     }
 
+    fn drain_bound(&self) -> Duration {
+        match self {
+            Owner::Local => SHUTDOWN_GRACE,
+            Owner::Lease { fence, .. } => fence.drain_bound(),
+        }
+    }
+
     fn is_draining(&self) -> bool {
         match self {
             Owner::Local => false,
@@ -662,7 +669,14 @@ pub(crate) fn spawn(
                 _ = owner.draining() => {
                     tracing::info!(metrics_exporter = %p.key, "handing the exporter over: finishing the chunk in flight");
                     escalate.drain();
-                    run.await
+                    tokio::select! {
+                        summary = &mut run => summary,
+                        _ = tokio::time::sleep(owner.drain_bound()) => {
+                            tracing::warn!(metrics_exporter = %p.key, bound = ?owner.drain_bound(), "the chunk in flight takes too long to hand over; stopping after the request in flight");
+                            escalate.now();
+                            run.await
+                        }
+                    }
                 }
             };
             if let Owner::Lease { statuses, .. } = &owner
