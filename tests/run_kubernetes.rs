@@ -487,7 +487,10 @@ fn a_replica_joining_mid_run_gets_exporters_handed_over_and_nothing_is_sent_twic
             "      timeout: 2s\n",
             "      timeout: 10s\n      maxPointsPerRequest: 50\n",
         )
-        .replace("  cacheDir: cache\n", "  cacheDir: cache\n  maxRowsPerBatch: 100\n");
+        .replace(
+            "  cacheDir: cache\n",
+            "  cacheDir: cache\n  maxRowsPerBatch: 100\n",
+        );
     std::fs::write(s.path("kusto-metrics.yaml"), config).unwrap();
     s.receiver.slow(Duration::from_millis(1900));
     let n = 6;
@@ -505,7 +508,11 @@ fn a_replica_joining_mid_run_gets_exporters_handed_over_and_nothing_is_sent_twic
     // A holds everything and its runs are waiting for the receiver.
     let deadline = Instant::now() + WAIT;
     while !(holders(&s.api).len() == n as usize && s.receiver.points().len() >= 50) {
-        assert!(Instant::now() < deadline, "a never started\n{}", a.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "a never started\n{}",
+            a.log_text()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let b = s.spawn("b", &[]);
@@ -547,6 +554,51 @@ fn a_replica_joining_mid_run_gets_exporters_handed_over_and_nothing_is_sent_twic
         a.log_text().contains("handing the exporter over"),
         "{}",
         a.log_text()
+    );
+}
+
+#[test]
+fn a_commit_refused_by_the_api_server_is_retried_and_nothing_is_sent_again() {
+    let s = Setup::new();
+    s.rule("r1", "a", "T1");
+    s.exporter("e1", "{matchLabels: {team: a}}", "");
+    s.append("T1", [1, 2]);
+    let host = s.spawn("a", &[]);
+    s.expect_values(&[1, 2], &host);
+    s.api.wait_for("metricsexporters", NS, "e1", WAIT, |v| {
+        v["status"]["rules"][0]["rows"] == 2
+    });
+    // The next status writes fail: the commit after the next delivery
+    // fails a few times.
+    s.api
+        .fail_status_writes("metricsexporters", NS, "e1", 6, 500);
+    s.append("T1", [3, 4]);
+    s.expect_values(&[1, 2, 3, 4], &host);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while s
+        .api
+        .get("metricsexporters", NS, "e1")
+        .is_none_or(|v| v["status"]["rules"][0]["rows"] != 4)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the progress never landed\n{}",
+            host.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    s.expect_values(&[1, 2, 3, 4], &host);
+    assert!(
+        s.api
+            .status_writes_answered("metricsexporters", NS, "e1", 500)
+            >= 6,
+        "the writes were refused"
+    );
+    assert!(
+        host.log_text().contains("cannot commit progress; retrying")
+            && !host.log_text().contains("export run failed"),
+        "{}",
+        host.log_text()
     );
 }
 
