@@ -41,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .max_blocking_threads(kusto_metrics::config::host_config::MAX_BLOCKING_THREADS)
                 .build()
                 .context("starting the async runtime")?;
             let all_ok = runtime.block_on(run_exports(args))?;

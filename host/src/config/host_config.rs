@@ -147,9 +147,19 @@ pub struct HostConfig {
 /// without a blocking thread and a heap per exporter.
 pub const JOBS_PER_CORE: usize = 4;
 
+/// The most `maxConcurrentJobs` may be: a job holds up to two blocking
+/// threads at once (an ADX answer's parser and a stage), and the runtime
+/// has [`MAX_BLOCKING_THREADS`]; more jobs could wait on each other.
+pub const MAX_CONCURRENT_JOBS: usize = 48;
+/// Blocking threads of the runtime (parsing, guest calls, encoding,
+/// fsyncs). Each keeps its own allocator heap, so thousands of exporters
+/// starting at once would otherwise grow to tokio's default of 512 threads
+/// and gigabytes of RSS.
+pub const MAX_BLOCKING_THREADS: usize = 2 * MAX_CONCURRENT_JOBS + 16;
+
 pub fn default_max_concurrent_jobs() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    cores * JOBS_PER_CORE
+    (cores * JOBS_PER_CORE).min(MAX_CONCURRENT_JOBS)
 }
 
 /// Where rows come from.
@@ -382,6 +392,11 @@ impl HostConfig {
             guest_limits,
             max_concurrent_jobs: match raw.max_concurrent_jobs {
                 Some(0) => return Err("maxConcurrentJobs: must be more than zero".to_string()),
+                Some(n) if n > MAX_CONCURRENT_JOBS => {
+                    return Err(format!(
+                        "maxConcurrentJobs: at most {MAX_CONCURRENT_JOBS} (more gain nothing on the blocking threads the host keeps)"
+                    ));
+                }
                 Some(n) => n,
                 None => default_max_concurrent_jobs(),
             },

@@ -81,7 +81,8 @@ pub struct ManifestFolder {
     root: PathBuf,
     files: HashMap<PathBuf, FileEntry>,
     /// The catalog of the last scan that saw a change.
-    catalog: Option<Catalog>,
+    /// Shared, so an unchanged scan hands it out without a copy.
+    catalog: Option<std::sync::Arc<Catalog>>,
     /// Files read so far, for the log and the tests.
     reads: u64,
 }
@@ -105,21 +106,16 @@ impl ManifestFolder {
     /// changed since the last scan. Only files whose size, times or inode
     /// changed are read; when nothing did, the catalog is the last one
     /// (errors included).
-    pub fn scan(&mut self) -> Result<(Catalog, bool), std::io::Error> {
+    pub fn scan(&mut self) -> Result<(std::sync::Arc<Catalog>, bool), std::io::Error> {
+        // Listed with their stats (taken relative to the folder, not by a
+        // walk of the whole path); in no order: the catalog sorts.
         let mut paths = Vec::new();
         collect(&self.root, &mut paths)?;
-        paths.sort();
         let looked = SystemTime::now();
         let mut changed = false;
         let mut errors = Vec::new();
         let mut seen = HashMap::with_capacity(paths.len());
-        for path in paths {
-            let stamp = match std::fs::metadata(&path) {
-                Ok(meta) => Stamp::of(&meta),
-                // Deleted between listing and looking: gone.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
+        for (path, stamp) in paths {
             let previous = match self.files.remove(&path) {
                 Some(entry) if entry.stamp == stamp && !entry.racy => {
                     seen.insert(path, entry);
@@ -170,7 +166,7 @@ impl ManifestFolder {
         }
         self.files = seen;
         if changed || self.catalog.is_none() {
-            self.catalog = Some(self.catalog(errors));
+            self.catalog = Some(std::sync::Arc::new(self.catalog(errors)));
         }
         Ok((self.catalog.clone().unwrap_or_default(), changed))
     }
@@ -215,7 +211,7 @@ impl ManifestFolder {
     }
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), std::io::Error> {
+fn collect(dir: &Path, out: &mut Vec<(PathBuf, Stamp)>) -> Result<(), std::io::Error> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -229,7 +225,18 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), std::io::Error> {
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")
         ) {
-            out.push(path);
+            // A symlink is followed, as reading it does.
+            let meta = if entry.file_type()?.is_symlink() {
+                std::fs::metadata(&path)
+            } else {
+                entry.metadata()
+            };
+            match meta {
+                Ok(meta) => out.push((path, Stamp::of(&meta))),
+                // Deleted between listing and looking: gone.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())

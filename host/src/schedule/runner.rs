@@ -182,6 +182,11 @@ impl Runner {
         let started = Instant::now();
         let shared = &self.shared;
         let config = plan.transform.config_json.clone();
+        // Resolving and validating the guest takes a turn too: thousands of
+        // exporters starting at once would otherwise all call their guests
+        // at the same time. The turn is given back before the jobs take
+        // theirs.
+        let turn = shared.jobs.clone().acquire_owned().await.ok();
         let resolved = match shared
             .guests
             .resolve(&plan.key, &plan.namespace, plan.transform.module.as_ref())
@@ -220,6 +225,7 @@ impl Runner {
                 return summary;
             }
         };
+        drop(turn);
         if plan.rules.is_empty() {
             tracing::warn!(metrics_exporter = %plan.key, "the selector matches no SummaryRule in the namespace");
         }
