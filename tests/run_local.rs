@@ -488,6 +488,32 @@ fn thirty_kills_lose_nothing_and_repeat_at_most_the_request_in_flight() {
 }
 
 #[test]
+fn the_hosts_metric_name_prefix_goes_before_every_name() {
+    let receiver = Receiver::start();
+    let s = Setup::with_config(
+        &otlp("sink", &receiver.http_endpoint(), ""),
+        &format!("{TEST_MIN_INTERVAL}metricNamePrefix: cluster_a\n"),
+    );
+    s.manifest("all.yaml", &one_rule_and_exporter("sink", "1m"));
+    s.append("T1", [1, 2]);
+    ok(&s.run_once());
+    let points = receiver.wait_for_points(2, Duration::from_secs(10));
+    assert!(
+        points.iter().all(|p| p["metric"] == "cluster_a_m"),
+        "{points:?}"
+    );
+    let bad = Setup::with_config("", &format!("{TEST_MIN_INTERVAL}metricNamePrefix: 9x\n"));
+    let out = bad.run_once();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("metricNamePrefix: `9x` is not a metric name"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn metrics_endpoint_counts_what_happened() {
     let receiver = Receiver::start();
     let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));

@@ -255,6 +255,63 @@ fn jsonl_types_are_inferred() {
     );
 }
 
+#[test]
+fn constant_labels_go_on_every_point_and_may_not_repeat_a_label_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rows = write(
+        d,
+        "rows.csv",
+        "v:long,t:datetime,host:string\n1,2025-06-25T10:00:00Z,a\n2,2025-06-25T10:00:01Z,b\n",
+    );
+    let transform = write(
+        d,
+        "t.yaml",
+        "transform:\n  defaultMetricName: m\n  valueColumn: v\n  timestampColumn: t\n  labelColumns: [host]\n  constantLabels: {team: payments, tier: gold}\n",
+    );
+    let json = stdout_json(&test_transform(&[
+        "-t",
+        &transform,
+        "-i",
+        &rows,
+        "--compact",
+    ]));
+    let points = json["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(points.len(), 2);
+    for p in &points {
+        let attrs: Vec<(String, String)> = p["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["key"].as_str().unwrap().to_string(),
+                    a["value"]["stringValue"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            attrs.contains(&("team".into(), "payments".into())),
+            "{attrs:?}"
+        );
+        assert!(attrs.contains(&("tier".into(), "gold".into())), "{attrs:?}");
+        assert_eq!(attrs.len(), 3, "{attrs:?}");
+    }
+    let clash = write(
+        d,
+        "clash.yaml",
+        "transform:\n  defaultMetricName: m\n  valueColumn: v\n  timestampColumn: t\n  labelColumns: [host]\n  constantLabels: {host: x}\n",
+    );
+    let err = failure(&["-t", &clash, "-i", &rows]);
+    assert!(
+        err.contains("constantLabels") && err.contains("`host` is also in labelColumns"),
+        "{err}"
+    );
+}
+
 /// The histogram guest as examples/custom-histogram configures it, on CSV rows.
 fn histogram_on(dir: &Path, rows: &str) -> Output {
     let module = common::guest_path("histogram-buckets");

@@ -27,6 +27,10 @@ pub struct Config {
     /// Columns that become attributes, in this order.
     #[serde(default)]
     pub label_columns: Vec<String>,
+    /// Attributes every point gets, after the label columns' (say, the
+    /// owning team); a key may not also be a label column.
+    #[serde(default)]
+    pub constant_labels: std::collections::BTreeMap<String, String>,
     /// The metric name when `metricNameColumn` is not set or is empty on a row.
     #[serde(default)]
     pub default_metric_name: Option<String>,
@@ -145,6 +149,20 @@ impl Config {
                 return Err(ConfigError::field(
                     "labelColumns",
                     format!("`{c}` is listed twice"),
+                ));
+            }
+        }
+        for key in self.constant_labels.keys() {
+            if key.is_empty() {
+                return Err(ConfigError::field(
+                    "constantLabels",
+                    "a key is empty".to_string(),
+                ));
+            }
+            if self.label_columns.contains(key) {
+                return Err(ConfigError::field(
+                    "constantLabels",
+                    format!("`{key}` is also in labelColumns: a point would have it twice"),
                 ));
             }
         }

@@ -166,6 +166,8 @@ struct Mapping<'a> {
     start_times: Option<(&'a Column, &'a [i64])>,
     values: Vec<ValueColumn<'a>>,
     labels: Vec<LabelColumn<'a>>,
+    /// `constantLabels`, interned: (key, value).
+    constants: Vec<(u32, u32)>,
     combinations: Option<Combinations>,
     out: OutputBuilder,
     metrics: Vec<MetricBuilder>,
@@ -287,9 +289,15 @@ impl<'a> Mapping<'a> {
                 source,
             });
         }
+        let constants = config
+            .constant_labels
+            .iter()
+            .map(|(k, v)| (out.intern(k), out.intern(v)))
+            .collect();
         let rows = batch.row_count as usize;
         Ok(Mapping {
             config,
+            constants,
             rows,
             names,
             default_name: config.default_metric_name.as_deref().unwrap_or(""),
@@ -570,6 +578,9 @@ impl<'a> Mapping<'a> {
                 }
             };
             set.push(label.key, AttributeValue::Str(value));
+        }
+        for &(key, value) in &self.constants {
+            set.push(key, AttributeValue::Str(value));
         }
     }
 

@@ -114,6 +114,8 @@ struct TransformSchema {
     start_timestamp_column: Option<String>,
     /// Columns that become attributes, in this order.
     label_columns: Option<Vec<String>>,
+    /// Attributes every point gets (not also a label column).
+    constant_labels: Option<std::collections::BTreeMap<String, String>>,
     description: Option<String>,
     unit: Option<String>,
     kind: Option<MetricKind>,

@@ -61,6 +61,10 @@ struct RawConfig {
     /// Jobs (rule × exporter runs) that run at once; more wait their turn.
     #[serde(default)]
     max_concurrent_jobs: Option<usize>,
+    /// Put before every metric name (and before a MetricsExporter's own
+    /// prefix), joined with `_`.
+    #[serde(default)]
+    metric_name_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +144,18 @@ pub struct HostConfig {
     pub reload_interval: Duration,
     /// Jobs that run at once (a few per core by default).
     pub max_concurrent_jobs: usize,
+    /// `metricNamePrefix`: put before every metric name, joined with `_`.
+    pub metric_name_prefix: Option<String>,
+}
+
+/// Letters, digits and `_`, not starting with a digit: a name every
+/// destination takes as it is (Prometheus included).
+fn is_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Jobs per core that run at once by default: a job alternates between the
@@ -388,6 +404,15 @@ impl HostConfig {
             scrape_token,
             tenancy: raw.tenancy,
             min_interval,
+            metric_name_prefix: match raw.metric_name_prefix {
+                None => None,
+                Some(p) if is_metric_name(&p) => Some(p),
+                Some(p) => {
+                    return Err(format!(
+                        "metricNamePrefix: `{p}` is not a metric name (letters, digits and `_`, not starting with a digit)"
+                    ));
+                }
+            },
             cache_dir: raw.guests.cache_dir.map(|d| base.join(d)),
             guest_limits,
             max_concurrent_jobs: match raw.max_concurrent_jobs {

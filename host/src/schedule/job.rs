@@ -376,17 +376,30 @@ pub async fn run_job(job: &Job<'_>, report: &mut JobReport, stop: &Stop) -> Resu
         job.plan.transform.config_json.clone(),
     );
     let shape = job.sink.shape_key();
+    let prefix = job.shared.config.metric_name_prefix.as_deref();
     while let Some(transformed) = chunks.next().await {
-        let t = transformed?;
+        let mut t = transformed?;
+        if let Some(prefix) = prefix {
+            for output in &mut t.outputs {
+                for metric in &mut output.metrics {
+                    metric.name = format!("{prefix}_{}", metric.name);
+                }
+            }
+        }
         if stop.now() {
             report.stopped = true;
             return Ok(());
         }
         job.count_chunk(&t, report);
         if t.outputs.iter().any(|o| o.point_count() > 0) {
+            // The host's prefix changes the requests as the guest's
+            // configuration does.
             let key = output_key(
                 job.guest,
-                &job.plan.transform.config_json,
+                &match prefix {
+                    Some(p) => format!("{p}\n{}", job.plan.transform.config_json),
+                    None => job.plan.transform.config_json.clone(),
+                },
                 &shape,
                 &t.rows_key,
                 &t.split,
