@@ -109,6 +109,10 @@ pub struct RunArgs {
         env = "KUSTO_METRICS_CLUSTER_LABELS"
     )]
     pub cluster_labels: Vec<String>,
+    /// Put before every metric name, joined with `_` (over the file's
+    /// `metricNamePrefix`).
+    #[arg(long, value_name = "PREFIX")]
+    pub metric_name_prefix: Option<String>,
 }
 
 fn parse_auth(s: &str) -> Result<AuthMode, String> {

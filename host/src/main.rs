@@ -141,6 +141,7 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
         kusto_auth: args.kusto_auth,
         settle_delay: args.settle_delay,
         cluster_labels: args.cluster_labels.clone(),
+        metric_name_prefix: args.metric_name_prefix.clone(),
     };
     let config = Arc::new(HostConfig::load_with(&args.config, &overrides)?);
     if args.once && config.kubernetes.is_some() {

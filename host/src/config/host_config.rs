@@ -197,6 +197,8 @@ pub struct Overrides {
     pub settle_delay: Option<Duration>,
     /// `key=value[,...]`, over the file's `clusterLabels`.
     pub cluster_labels: Vec<String>,
+    /// Over the file's `metricNamePrefix`.
+    pub metric_name_prefix: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -404,7 +406,11 @@ impl HostConfig {
             scrape_token,
             tenancy: raw.tenancy,
             min_interval,
-            metric_name_prefix: match raw.metric_name_prefix {
+            metric_name_prefix: match overrides
+                .metric_name_prefix
+                .clone()
+                .or(raw.metric_name_prefix)
+            {
                 None => None,
                 Some(p) if is_metric_name(&p) => Some(p),
                 Some(p) => {
@@ -552,6 +558,31 @@ mod tests {
     }
 
     #[test]
+    fn the_command_lines_metric_name_prefix_wins_over_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "manifests: m\nsource: {local: {tables: t}}\nmetricNamePrefix: file\n",
+        )
+        .unwrap();
+        let c = HostConfig::load_with(&path, &Overrides::default()).unwrap();
+        assert_eq!(c.metric_name_prefix.as_deref(), Some("file"));
+        let over = |p: &str| Overrides {
+            metric_name_prefix: Some(p.to_string()),
+            ..Overrides::default()
+        };
+        let c = HostConfig::load_with(&path, &over("cli")).unwrap();
+        assert_eq!(c.metric_name_prefix.as_deref(), Some("cli"));
+        let e = HostConfig::load_with(&path, &over("a-b")).unwrap_err();
+        assert!(
+            e.message
+                .contains("metricNamePrefix: `a-b` is not a metric name"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn without_manifests_the_host_watches_kubernetes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.yaml");
@@ -599,6 +630,7 @@ mod tests {
             kusto_auth: Some(AuthMode::None),
             settle_delay: None,
             cluster_labels: vec![],
+            metric_name_prefix: None,
         };
         let c = HostConfig::load_with(&path, &overrides).unwrap();
         assert_eq!(
