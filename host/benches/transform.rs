@@ -15,6 +15,10 @@ use kusto_metrics::transform::{Limits, Runtime, builtin};
 use kusto_metrics::wit;
 use kusto_metrics_guest as g;
 
+#[path = "shared/native.rs"]
+mod native;
+use native::native_batch;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -51,65 +55,6 @@ fn batch() -> wit::Batch {
             .unwrap();
     }
     BatchBuilder::new(columns).finish(sample_context("bench"))
-}
-
-/// The same batch as the guest-side generated types.
-fn native_batch(b: &wit::Batch) -> g::Batch {
-    g::Batch {
-        context: g::BatchContext {
-            database: b.context.database.clone(),
-            table: b.context.table.clone(),
-            rule_name: b.context.rule_name.clone(),
-            rule_namespace: b.context.rule_namespace.clone(),
-            exporter_name: b.context.exporter_name.clone(),
-            window_start: b.context.window_start,
-            window_end: b.context.window_end,
-        },
-        row_count: b.row_count,
-        columns: b
-            .columns
-            .iter()
-            .map(|c| g::Column {
-                name: c.name.clone(),
-                kusto_type: kusto_type(c.kusto_type),
-                validity: c.validity.clone(),
-                values: match &c.values {
-                    wit::ColumnValues::Booleans(v) => g::ColumnValues::Booleans(v.clone()),
-                    wit::ColumnValues::Longs(v) => g::ColumnValues::Longs(v.clone()),
-                    wit::ColumnValues::Reals(v) => g::ColumnValues::Reals(v.clone()),
-                    wit::ColumnValues::Ticks(v) => g::ColumnValues::Ticks(v.clone()),
-                    wit::ColumnValues::Text(t) => g::ColumnValues::Text(g::TextArena {
-                        data: t.data.clone(),
-                        offsets: t.offsets.clone(),
-                    }),
-                    wit::ColumnValues::Dictionary(d) => {
-                        g::ColumnValues::Dictionary(g::TextDictionary {
-                            values: g::TextArena {
-                                data: d.values.data.clone(),
-                                offsets: d.values.offsets.clone(),
-                            },
-                            indices: d.indices.clone(),
-                        })
-                    }
-                },
-            })
-            .collect(),
-    }
-}
-
-fn kusto_type(t: wit::KustoType) -> g::KustoType {
-    match t {
-        wit::KustoType::Bool => g::KustoType::Bool,
-        wit::KustoType::Int => g::KustoType::Int,
-        wit::KustoType::Long => g::KustoType::Long,
-        wit::KustoType::Real => g::KustoType::Real,
-        wit::KustoType::Decimal => g::KustoType::Decimal,
-        wit::KustoType::String => g::KustoType::String,
-        wit::KustoType::Datetime => g::KustoType::Datetime,
-        wit::KustoType::Timespan => g::KustoType::Timespan,
-        wit::KustoType::Guid => g::KustoType::Guid,
-        wit::KustoType::Dynamic => g::KustoType::Dynamic,
-    }
 }
 
 /// Runs `a` and `b` alternately so that both see the same machine load,

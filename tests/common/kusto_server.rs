@@ -618,36 +618,16 @@ async fn query(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     if request.csl.trim() == "print now()" {
         let skew = inner.lock().unwrap_or_else(|p| p.into_inner()).clock_skew;
         let now = format_ticks(now_ticks() + skew);
-        let shape = AnswerShape {
-            progressive: false,
-            end_error: None,
-            break_after: None,
-            max_records: None,
-            max_bytes: None,
-        };
         return stream_answer(
             inner,
             index,
             vec![("print_0".to_string(), "datetime".to_string())],
             Box::new(std::iter::once(Ok(vec![Value::from(now)]))),
-            shape,
+            AnswerShape::plain(None),
         );
     }
     if let Some(Fault::TooLarge) = fault {
-        let shape = AnswerShape {
-            progressive: false,
-            end_error: Some(limit_error(0)),
-            break_after: None,
-            max_records: None,
-            max_bytes: None,
-        };
-        return stream_answer(
-            inner,
-            index,
-            Vec::new(),
-            Box::new(std::iter::empty()),
-            shape,
-        );
+        return limit_answer(inner, index, 0);
     }
     let prepared = {
         let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -669,20 +649,7 @@ async fn query(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     if let Some(max) = hard {
         let all: Vec<_> = rows.collect();
         if all.len() as u64 > max {
-            let shape = AnswerShape {
-                progressive: false,
-                end_error: Some(limit_error(max)),
-                break_after: None,
-                max_records: None,
-                max_bytes: None,
-            };
-            return stream_answer(
-                inner,
-                index,
-                Vec::new(),
-                Box::new(std::iter::empty()),
-                shape,
-            );
+            return limit_answer(inner, index, max);
         }
         rows = Box::new(all.into_iter());
     }
@@ -849,6 +816,30 @@ struct AnswerShape {
     /// ends with a limits error.
     max_records: Option<u64>,
     max_bytes: Option<u64>,
+}
+
+impl AnswerShape {
+    /// All rows, then `end_error` if any: no fault, no truncation.
+    fn plain(end_error: Option<Value>) -> AnswerShape {
+        AnswerShape {
+            progressive: false,
+            end_error,
+            break_after: None,
+            max_records: None,
+            max_bytes: None,
+        }
+    }
+}
+
+/// ADX's limits error before any row (`max` records allowed).
+fn limit_answer(inner: Shared, index: usize, max: u64) -> Response {
+    stream_answer(
+        inner,
+        index,
+        Vec::new(),
+        Box::new(std::iter::empty()),
+        AnswerShape::plain(Some(limit_error(max))),
+    )
 }
 
 /// Rows as they are computed; an error stops them (the answer then ends
