@@ -1021,3 +1021,76 @@ fn a_body_that_reaches_another_cluster_or_database_is_refused_before_it_is_sent(
     ok(&s.run_once());
     assert_eq!(s.server.window_queries().len(), 1);
 }
+
+#[test]
+fn cluster_labels_reach_a_body_as_declared_parameters_and_an_unknown_one_is_named() {
+    let s = Setup::new("", "");
+    s.add_config("clusterLabels: {region: eastus, k8s.cluster: c1}\n");
+    s.server.create_table(DB, "Raw", &COLUMNS);
+    let now = now_ticks();
+    let base = (now / TICKS_PER_SECOND - 10) * TICKS_PER_SECOND;
+    let mut rows = Vec::new();
+    for i in 0..100 {
+        let host = if i % 2 == 0 { "eastus" } else { "westus" };
+        rows.push(row(i, base + i * TICKS_PER_SECOND / 10, host));
+    }
+    s.server.ingest(DB, "Raw", rows);
+    s.manifest(
+        "me.yaml",
+        &direct_exporter(
+            "monitoring",
+            "Raw | where host == _region and t between (_startTime .. _endTime)",
+        ),
+    );
+    ok(&s.run_once());
+    let windows = s.server.window_queries();
+    assert_eq!(windows.len(), 1, "{windows:?}");
+    let w = &windows[0];
+    assert!(
+        w.csl.starts_with(
+            "declare query_parameters(_startTime:datetime, _endTime:datetime, _region:string);\n"
+        ),
+        "{}",
+        w.csl
+    );
+    assert!(!w.csl.contains("eastus"), "values never in the text: {}", w.csl);
+    assert_eq!(w.parameters.get("_region").map(String::as_str), Some("eastus"));
+    assert!(
+        !w.parameters.contains_key("_k8s.cluster"),
+        "a key that is no identifier is not passed: {:?}",
+        w.parameters
+    );
+    let (start, end) = (
+        w.parameter_ticks("_startTime").unwrap(),
+        w.parameter_ticks("_endTime").unwrap(),
+    );
+    let expected: Vec<i64> = (0..100)
+        .filter(|i| {
+            let t = base + i * TICKS_PER_SECOND / 10;
+            i % 2 == 0 && t >= start && t <= end
+        })
+        .collect();
+    assert!(!expected.is_empty());
+    let points = s.receiver.wait_for_points(expected.len(), WAIT);
+    assert_eq!(values(&points), expected, "only this cluster's rows");
+
+    // A body written for a label this host does not have fails with the
+    // names it may use.
+    s.manifest(
+        "me.yaml",
+        &direct_exporter(
+            "monitoring",
+            "Raw | where host == _cluster and t between (_startTime .. _endTime)",
+        )
+        .replace("name: direct", "name: other-labels"),
+    );
+    let out = s.run_once();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success()
+            && err.contains("monitoring/other-labels")
+            && err.contains("failed to resolve scalar expression named '_cluster'")
+            && err.contains("(the body may use the parameters _startTime, _endTime, _region)"),
+        "{err}"
+    );
+}

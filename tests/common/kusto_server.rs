@@ -1107,6 +1107,8 @@ fn declared(
             "datetime" => Scalar::Ticks(datetime_literal_ticks(literal).ok_or_else(|| {
                 format!("parameter '{name}': `{literal}` is not a datetime literal")
             })?),
+            // ADX takes a string parameter's value as it is, unquoted.
+            "string" => Scalar::Text(literal.clone()),
             other => {
                 return Err(format!(
                     "the test server does not take parameters of type {other}"

@@ -15,6 +15,7 @@ use crate::config::HostConfig;
 use crate::discovery::{Catalog, ExportPlan, ManifestFolder, plan};
 use crate::export::{Resource, Sink};
 use crate::source::kusto::windows::KustoRuntime;
+use crate::source::kusto::kql::LabelParameters;
 use crate::source::kusto::{KustoClient, auth};
 use crate::state::file::FileStore;
 use crate::state::status::{RunSummary, StatusStore};
@@ -105,7 +106,11 @@ impl Runner {
                     .map_err(|e| anyhow::anyhow!("{}: source.kusto: {e}", config.path.display()))?;
                 tracing::info!(identity = %identity.description, databases = k.endpoints.len(), "reading Azure Data Explorer");
                 let client = KustoClient::new(k, identity).map_err(anyhow::Error::msg)?;
-                Some(Arc::new(KustoRuntime::new(client, k.clone())))
+                let labels = LabelParameters::new(&config.cluster_labels.0);
+                if !labels.unusable.is_empty() {
+                    tracing::warn!(labels = ?labels.unusable, "cluster labels whose keys are not KQL identifiers (letters, digits, `_`) or name a window parameter are not passed to bodies");
+                }
+                Some(Arc::new(KustoRuntime::new(client, k.clone(), labels)))
             }
         };
         let max_jobs = config.max_concurrent_jobs;

@@ -59,9 +59,9 @@ pub fn format_ticks(ticks: i64) -> String {
     format!("{date_time}.{frac:07}Z")
 }
 
-/// Declared parameters: `declare query_parameters(a:datetime, b:datetime);`.
-fn declare(names: &[&str]) -> String {
-    let list: Vec<String> = names.iter().map(|n| format!("{n}:datetime")).collect();
+/// Declared parameters: `declare query_parameters(a:datetime, b:string);`.
+fn declare(names: &[(&str, &str)]) -> String {
+    let list: Vec<String> = names.iter().map(|(n, ty)| format!("{n}:{ty}")).collect();
     format!("declare query_parameters({});\n", list.join(", "))
 }
 
@@ -132,7 +132,7 @@ pub fn window_query(
         WindowColumn::IngestionTime => "ingestion_time()".to_string(),
         WindowColumn::Timestamp(c) => quote_name(c)?,
     };
-    let mut q = declare(&[FROM, TO]);
+    let mut q = declare(&[(FROM, "datetime"), (TO, "datetime")]);
     q.push_str(&quote_name(table)?);
     q.push_str(&format!("\n| where {bound} > {FROM} and {bound} <= {TO}"));
     if !columns.is_empty() {
@@ -146,11 +146,49 @@ pub fn window_query(
     Ok(q)
 }
 
-/// A MetricsExporter's own query, with `_startTime` and `_endTime` declared,
-/// its result in [`stable_order`] over all of its columns (the guest gets
-/// them all; an order of the body's own is replaced).
-pub fn body_query(body: &str) -> String {
-    let mut q = declare(&[START_TIME, END_TIME]);
+/// The host's cluster labels as the `string` parameters a body may use,
+/// named as adx-mon names them in SummaryRules (`_<label>`), in label
+/// order. Their values travel beside the query, never in its text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelParameters {
+    /// (`_<label>`, value).
+    pub usable: Vec<(String, String)>,
+    /// Labels whose key is not a KQL identifier, or whose parameter name
+    /// is a window parameter's: not passed.
+    pub unusable: Vec<String>,
+}
+
+impl LabelParameters {
+    pub fn new<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> LabelParameters {
+        let mut out = LabelParameters::default();
+        for (key, value) in labels {
+            let name = format!("_{key}");
+            let identifier = key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !key.is_empty() && identifier && name != START_TIME && name != END_TIME {
+                out.usable.push((name, value.clone()));
+            } else {
+                out.unusable.push(key.clone());
+            }
+        }
+        out
+    }
+
+    /// Every parameter a body can use, for messages.
+    pub fn available(&self) -> String {
+        let mut names = vec![START_TIME, END_TIME];
+        names.extend(self.usable.iter().map(|(n, _)| n.as_str()));
+        names.join(", ")
+    }
+}
+
+/// A MetricsExporter's own query, with `_startTime`, `_endTime` and the
+/// cluster labels declared, its result in [`stable_order`] over all of its
+/// columns (the guest gets them all; an order of the body's own is
+/// replaced).
+pub fn body_query(body: &str, labels: &LabelParameters) -> String {
+    let mut names = vec![(START_TIME, "datetime"), (END_TIME, "datetime")];
+    names.extend(labels.usable.iter().map(|(n, _)| (n.as_str(), "string")));
+    let mut q = declare(&names);
     q.push_str(body.trim().trim_end_matches(';'));
     // The body ends on a line of its own: a trailing `// comment` cannot
     // swallow the order.
@@ -235,16 +273,51 @@ mod tests {
         assert!(window_query("T", &WindowColumn::IngestionTime, &["a'b".into()]).is_err());
         let order = "\n| extend ['__km_order'] = hash_xxhash64(tostring(pack_all()))\n| order by ['__km_order'] asc\n| project-away ['__km_order']";
         assert_eq!(
-            body_query("T | where Ts between (_startTime .. _endTime);\n"),
+            body_query(
+                "T | where Ts between (_startTime .. _endTime);\n",
+                &LabelParameters::default()
+            ),
             format!(
                 "declare query_parameters(_startTime:datetime, _endTime:datetime);\nT | where Ts between (_startTime .. _endTime){order}"
             )
         );
         assert_eq!(
-            body_query("T | take 5 // the last line is a comment"),
+            body_query(
+                "T | take 5 // the last line is a comment",
+                &LabelParameters::default()
+            ),
             format!(
                 "declare query_parameters(_startTime:datetime, _endTime:datetime);\nT | take 5 // the last line is a comment{order}"
             )
         );
+    }
+
+    #[test]
+    fn cluster_labels_are_declared_string_parameters_never_text() {
+        let labels: std::collections::BTreeMap<String, String> = [
+            ("region", "east'us\"; .drop table T"),
+            ("env", "prod"),
+            ("k8s.cluster", "c1"),
+            ("startTime", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let p = LabelParameters::new(&labels);
+        assert_eq!(
+            p.usable,
+            vec![
+                ("_env".to_string(), "prod".to_string()),
+                ("_region".to_string(), "east'us\"; .drop table T".to_string())
+            ]
+        );
+        assert_eq!(p.unusable, vec!["k8s.cluster", "startTime"]);
+        assert_eq!(p.available(), "_startTime, _endTime, _env, _region");
+        let q = body_query("T | where Region == _region", &p);
+        assert!(
+            q.starts_with("declare query_parameters(_startTime:datetime, _endTime:datetime, _env:string, _region:string);\nT | where Region == _region"),
+            "{q}"
+        );
+        assert!(!q.contains("drop") && !q.contains("prod"), "{q}");
     }
 }

@@ -36,16 +36,23 @@ pub struct KustoRuntime {
     pub client: KustoClient,
     pub config: KustoConfig,
     pub clock: AdxClock,
+    /// The cluster labels a MetricsExporter's body can use.
+    pub labels: kql::LabelParameters,
     /// By job: how the rule's table is read, once its checks passed.
     prepared: Mutex<HashMap<String, WindowColumn>>,
 }
 
 impl KustoRuntime {
-    pub fn new(client: KustoClient, config: KustoConfig) -> KustoRuntime {
+    pub fn new(
+        client: KustoClient,
+        config: KustoConfig,
+        labels: kql::LabelParameters,
+    ) -> KustoRuntime {
         KustoRuntime {
             client,
             config,
             clock: AdxClock::default(),
+            labels,
             prepared: Mutex::new(HashMap::new()),
         }
     }
@@ -452,10 +459,10 @@ impl KustoSource {
             KustoError::new(database, "-", KustoErrorKind::BadName(e.to_string()))
         };
         let by = self.by.as_ref().and_then(Option::as_ref);
+        let labels = &self.runtime.labels;
         let (csl, parameters) = match (by, &t.body) {
-            (_, Some(body)) => (
-                kql::body_query(body),
-                vec![
+            (_, Some(body)) => {
+                let mut parameters = vec![
                     (
                         kql::START_TIME.to_string(),
                         kql::datetime_literal(window.start),
@@ -464,8 +471,10 @@ impl KustoSource {
                         kql::END_TIME.to_string(),
                         kql::datetime_literal(window.end - TICK),
                     ),
-                ],
-            ),
+                ];
+                parameters.extend(labels.usable.iter().cloned());
+                (kql::body_query(body, labels), parameters)
+            }
             (Some(by), None) => {
                 let columns: Vec<String> = t
                     .requirements
@@ -499,11 +508,28 @@ impl KustoSource {
             max_records: None,
             activity: "Window",
         };
-        let mut stream =
-            WindowStream::open(&self.runtime.client, &query, context, t.max_rows).await?;
+        let mut stream = WindowStream::open(&self.runtime.client, &query, context, t.max_rows)
+            .await
+            .map_err(|e| match t.body {
+                Some(_) => with_parameters_named(e, labels),
+                None => e,
+            })?;
         let first = stream.next_chunk().await?;
         Ok((stream, first))
     }
+}
+
+/// A body ADX refused (a name it cannot resolve, most often) is told which
+/// parameters it may use: a body written for another host's labels fails
+/// here.
+fn with_parameters_named(mut e: KustoError, labels: &kql::LabelParameters) -> KustoError {
+    if let KustoErrorKind::Refused { message, .. } = &mut e.kind {
+        message.push_str(&format!(
+            " (the body may use the parameters {})",
+            labels.available()
+        ));
+    }
+    e
 }
 
 fn empty(context: &BatchContext) -> Batch {
