@@ -894,3 +894,95 @@ fn an_idle_pass_does_not_rewrite_the_state() {
     ok(&s.run_once());
     assert_ne!(files(&s), before);
 }
+
+/// The resource attributes of the first recorded request, as a map.
+fn resource_of(receiver: &Receiver) -> std::collections::BTreeMap<String, String> {
+    let requests = receiver.requests();
+    let first = requests.first().expect("a request");
+    first["request"]["resourceMetrics"][0]["resource"]["attributes"]
+        .as_array()
+        .expect("resource attributes")
+        .iter()
+        .map(|a| {
+            (
+                a["key"].as_str().unwrap().to_string(),
+                a["value"]["stringValue"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn resource_attributes_come_from_host_exporter_and_metrics_exporter_in_layers() {
+    let (plain, own) = (Receiver::start(), Receiver::start());
+    let s = Setup::with_config(
+        &format!(
+            "{}{}",
+            otlp("plain", &plain.http_endpoint(), ""),
+            otlp(
+                "own",
+                &own.http_endpoint(),
+                "    resourceAttributes: {deployment.environment: staging, owner: sre}\n"
+            )
+        ),
+        &format!(
+            "{TEST_MIN_INTERVAL}clusterLabels: {{region: eastus, cluster: c1}}\nresource: {{includeClusterLabels: true}}\nresourceAttributes: {{deployment.environment: prod, cluster: c1-override}}\n"
+        ),
+    );
+    let me = exporter("e1", "ns", "a", "plain, own", "1m").replace(
+        "  interval: 1m\n",
+        "  interval: 1m\n  resourceAttributes: {team: payments, region: spoofed, owner: tenant}\n",
+    );
+    s.manifest("all.yaml", &format!("{}---\n{me}", rule("r1", "ns", "a", "T1")));
+    s.append("T1", [1, 2]);
+    let out = s.run_once();
+    ok(&out);
+    plain.wait_for_points(2, Duration::from_secs(10));
+    own.wait_for_points(2, Duration::from_secs(10));
+    let expected = |extra: &[(&str, &str)]| {
+        let mut m: std::collections::BTreeMap<String, String> = [
+            ("service.name", "adx-mon-metrics-exporter"),
+            ("service.version", env!("CARGO_PKG_VERSION")),
+            ("region", "eastus"),
+            ("cluster", "c1-override"),
+            ("team", "payments"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    };
+    assert_eq!(
+        resource_of(&plain),
+        expected(&[("deployment.environment", "prod"), ("owner", "tenant")]),
+        "host attributes, cluster labels, then the MetricsExporter's new keys"
+    );
+    assert_eq!(
+        resource_of(&own),
+        expected(&[("deployment.environment", "staging"), ("owner", "sre")]),
+        "the exporter's win over the host's; the tenant's never over either"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("keys the host or an exporter sets keep the platform's value")
+            && err.contains("region")
+            && err.contains("owner"),
+        "{err}"
+    );
+    // A bad map is refused naming where it is.
+    let me = exporter("e2", "ns", "a", "plain", "1m").replace(
+        "  interval: 1m\n",
+        &format!("  interval: 1m\n  resourceAttributes: {{big: {}}}\n", "x".repeat(5000)),
+    );
+    s.manifest("all.yaml", &format!("{}---\n{me}", rule("r1", "ns", "a", "T1")));
+    let out = s.run_once();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("spec.resourceAttributes: `big`: the value is longer than 4096 bytes"),
+        "{err}"
+    );
+}

@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// `metricNamePrefix`).
     #[arg(long, value_name = "PREFIX")]
     pub metric_name_prefix: Option<String>,
+    /// Resource attributes of everything sent (`key=value[,key=value]`,
+    /// repeatable), over the file's `resourceAttributes`.
+    #[arg(long = "add-resource-attributes", value_name = "KEY=VALUE,...")]
+    pub resource_attributes: Vec<String>,
 }
 
 fn parse_auth(s: &str) -> Result<AuthMode, String> {

@@ -142,6 +142,7 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
         settle_delay: args.settle_delay,
         cluster_labels: args.cluster_labels.clone(),
         metric_name_prefix: args.metric_name_prefix.clone(),
+        resource_attributes: args.resource_attributes.clone(),
     };
     let config = Arc::new(HostConfig::load_with(&args.config, &overrides)?);
     if args.once && config.kubernetes.is_some() {

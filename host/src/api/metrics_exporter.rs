@@ -89,6 +89,12 @@ pub struct MetricsExporterSpec {
     /// variables); with `criteria`, both must pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub criteria_expression: Option<String>,
+    /// OTLP resource attributes of this exporter's metrics (target_info
+    /// labels in Prometheus), added to the host's and the exporter's; a key
+    /// the host or the exporter already sets keeps the host's value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub resource_attributes: BTreeMap<String, String>,
 }
 
 /// The `transform` block as the schema documents it. Unknown keys are kept

@@ -12,6 +12,9 @@ use serde::Deserialize;
 use super::kubernetes::KubernetesConfig;
 use super::tenancy::TenancyConfig;
 use crate::discovery::ClusterLabels;
+use crate::discovery::criteria::parse_key_values;
+use crate::export::Resource;
+use crate::export::resource::check_attributes;
 use crate::export::config::ExporterConfig;
 use crate::source::kusto::KustoConfig;
 use crate::source::kusto::config::AuthMode;
@@ -65,6 +68,20 @@ struct RawConfig {
     /// prefix), joined with `_`.
     #[serde(default)]
     metric_name_prefix: Option<String>,
+    /// Resource attributes of everything sent (an exporter's own win).
+    #[serde(default)]
+    resource_attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    resource: RawResource,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawResource {
+    /// The cluster labels as resource attributes too (under the host's
+    /// `resourceAttributes`), as upstream adx-mon's exporter adds them.
+    #[serde(default)]
+    include_cluster_labels: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +163,10 @@ pub struct HostConfig {
     pub max_concurrent_jobs: usize,
     /// `metricNamePrefix`: put before every metric name, joined with `_`.
     pub metric_name_prefix: Option<String>,
+    /// The host's identity, the cluster labels when
+    /// `resource.includeClusterLabels` is set, and `resourceAttributes`:
+    /// the resource every exporter starts from.
+    pub resource: Resource,
 }
 
 /// Letters, digits and `_`, not starting with a digit: a name every
@@ -199,6 +220,8 @@ pub struct Overrides {
     pub cluster_labels: Vec<String>,
     /// Over the file's `metricNamePrefix`.
     pub metric_name_prefix: Option<String>,
+    /// `key=value[,...]`, over the file's `resourceAttributes`.
+    pub resource_attributes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +328,17 @@ impl HostConfig {
         let mut cluster_labels = ClusterLabels(raw.cluster_labels);
         let extra = ClusterLabels::parse(&overrides.cluster_labels)?;
         cluster_labels.0.extend(extra.0);
+        let mut resource_attributes = raw.resource_attributes;
+        resource_attributes.extend(parse_key_values(
+            "--add-resource-attributes",
+            &overrides.resource_attributes,
+        )?);
+        check_attributes(&resource_attributes).map_err(|m| format!("resourceAttributes: {m}"))?;
+        let mut resource = Resource::default_host();
+        if raw.resource.include_cluster_labels {
+            resource = resource.with(&cluster_labels.0);
+        }
+        let resource = resource.with(&resource_attributes);
         let mut exporters = raw.exporters;
         let mut names = HashSet::new();
         for (i, e) in exporters.iter_mut().enumerate() {
@@ -394,6 +428,7 @@ impl HostConfig {
             *p = base.join(&*p);
         }
         Ok(HostConfig {
+            resource,
             path: path.to_path_buf(),
             manifests,
             kubernetes,
@@ -558,6 +593,40 @@ mod tests {
     }
 
     #[test]
+    fn resource_attributes_layer_cluster_labels_file_and_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.yaml");
+        std::fs::write(
+            &path,
+            "manifests: m\nsource: {local: {tables: t}}\nclusterLabels: {region: eu, cluster: c1}\nresource: {includeClusterLabels: true}\nresourceAttributes: {region: file, env: prod}\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            resource_attributes: vec!["env=cli,team=a".into()],
+            ..Overrides::default()
+        };
+        let c = HostConfig::load_with(&path, &over).unwrap();
+        let r = &c.resource;
+        assert_eq!(r.get("service.name"), Some("adx-mon-metrics-exporter"));
+        assert_eq!(r.get("cluster"), Some("c1"));
+        assert_eq!(r.get("region"), Some("file"), "the file's attributes win over labels");
+        assert_eq!(r.get("env"), Some("cli"), "the command line wins over the file");
+        assert_eq!(r.get("team"), Some("a"));
+        // Without includeClusterLabels the labels stay out.
+        std::fs::write(&path, "manifests: m\nsource: {local: {tables: t}}\nclusterLabels: {region: eu}\n").unwrap();
+        let c = HostConfig::load(&path).unwrap();
+        assert_eq!(c.resource.get("region"), None);
+        let over = Overrides {
+            resource_attributes: vec!["novalue".into()],
+            ..Overrides::default()
+        };
+        let e = HostConfig::load_with(&path, &over).unwrap_err();
+        assert!(e.message.contains("--add-resource-attributes `novalue`: write it as key=value"), "{e}");
+        std::fs::write(&path, "manifests: m\nsource: {local: {tables: t}}\nresource: {includeClusterLabel: true}\n").unwrap();
+        assert!(HostConfig::load(&path).is_err(), "a misspelt key is refused");
+    }
+
+    #[test]
     fn the_command_lines_metric_name_prefix_wins_over_the_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.yaml");
@@ -631,6 +700,7 @@ mod tests {
             settle_delay: None,
             cluster_labels: vec![],
             metric_name_prefix: None,
+            resource_attributes: vec![],
         };
         let c = HostConfig::load_with(&path, &overrides).unwrap();
         assert_eq!(

@@ -43,21 +43,26 @@ pub struct ClusterLabels(pub BTreeMap<String, String>);
 impl ClusterLabels {
     /// `key=value[,key=value...]`, as many times as given.
     pub fn parse(specs: &[String]) -> Result<ClusterLabels, String> {
-        let mut labels = BTreeMap::new();
-        for spec in specs {
-            for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let (k, v) = pair
-                    .split_once('=')
-                    .ok_or_else(|| format!("--cluster-labels `{pair}`: write it as key=value"))?;
-                let k = k.trim();
-                if k.is_empty() {
-                    return Err(format!("--cluster-labels `{pair}`: the key is empty"));
-                }
-                labels.insert(k.to_string(), v.trim().to_string());
-            }
-        }
-        Ok(ClusterLabels(labels))
+        parse_key_values("--cluster-labels", specs).map(ClusterLabels)
     }
+}
+
+/// `key=value[,key=value...]` given to `flag`, as many times as given.
+pub fn parse_key_values(flag: &str, specs: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut pairs = BTreeMap::new();
+    for spec in specs {
+        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{flag} `{pair}`: write it as key=value"))?;
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(format!("{flag} `{pair}`: the key is empty"));
+            }
+            pairs.insert(k.to_string(), v.trim().to_string());
+        }
+    }
+    Ok(pairs)
 }
 
 /// Why an exporter is not for this host, or `Ok` when it is.

@@ -1,6 +1,7 @@
 //! From manifests to export plans: each MetricsExporter, checked, with the
 //! SummaryRules its selector matches in its namespace.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::api::conditions::reason;
 use crate::api::selector::CompiledSelector;
 use crate::api::{MetaExt, MetricsExporter, SummaryRule};
 use crate::config::HostConfig;
+use crate::export::resource::check_attributes;
 use crate::config::tenancy::TenancyError;
 use crate::config::transform_file::{TransformSpec, transform_spec};
 use crate::source::local_table;
@@ -50,6 +52,9 @@ pub struct ExportPlan {
     pub generation: Option<i64>,
     /// Matched rules whose SummaryRule adx-mon reports as not healthy.
     pub rules_not_ready: Vec<String>,
+    /// `spec.resourceAttributes` (checked; added per exporter where the
+    /// platform has not set the key).
+    pub resource_attributes: BTreeMap<String, String>,
 }
 
 /// A MetricsExporter that cannot run, and why.
@@ -177,6 +182,7 @@ fn plan_one<'c>(
             )));
         }
     }
+    let resource_attributes = tenant_attributes(config, me)?;
     let direct = match (&spec.database, &spec.body) {
         (None, None) => None,
         (Some(db), Some(body)) => {
@@ -297,7 +303,35 @@ fn plan_one<'c>(
         rules,
         generation: me.metadata.generation,
         rules_not_ready,
+        resource_attributes,
     })
+}
+
+/// `spec.resourceAttributes`, checked. A key the host or one of the named
+/// exporters sets keeps the platform's value where it is set (the runner
+/// layers them per exporter); a warning names such keys.
+fn tenant_attributes(
+    config: &HostConfig,
+    me: &MetricsExporter,
+) -> Result<BTreeMap<String, String>, Refusal> {
+    let asked = &me.spec.resource_attributes;
+    if asked.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    check_attributes(asked).map_err(|m| invalid(format!("spec.resourceAttributes: {m}")))?;
+    let platform = |key: &str| {
+        config.resource.get(key).is_some()
+            || me.spec.exporters.iter().any(|name| {
+                config
+                    .exporter(name)
+                    .is_some_and(|e| e.resource_attributes.contains_key(key))
+            })
+    };
+    let overridden: Vec<&String> = asked.keys().filter(|k| platform(k)).collect();
+    if !overridden.is_empty() {
+        tracing::warn!(metrics_exporter = %me.metadata.key(), keys = ?overridden, "spec.resourceAttributes: keys the host or an exporter sets keep the platform's value");
+    }
+    Ok(asked.clone())
 }
 
 fn tenancy_refusal(e: TenancyError) -> Refusal {

@@ -30,6 +30,9 @@ pub const DEFAULT_MAX_ELAPSED_TIME: Duration = Duration::from_secs(5 * 60);
 pub struct ExporterConfig {
     pub name: String,
     pub kind: ExporterKind,
+    /// Resource attributes of everything this exporter sends, over the
+    /// host's (`resourceAttributes` beside `name`).
+    pub resource_attributes: BTreeMap<String, String>,
 }
 
 /// What kind of destination, chosen by the key present next to `name`.
@@ -321,6 +324,7 @@ struct ExporterVisitor;
 
 const EXPORTER_KEYS: &[&str] = &[
     "name",
+    "resourceAttributes",
     "otlp",
     "stdout",
     "prometheusRemoteWrite",
@@ -339,8 +343,15 @@ impl<'de> Visitor<'de> for ExporterVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ExporterConfig, A::Error> {
         let mut name: Option<String> = None;
         let mut kind: Option<ExporterKind> = None;
+        let mut resource_attributes: Option<BTreeMap<String, String>> = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
+                "resourceAttributes" => {
+                    if resource_attributes.is_some() {
+                        return Err(de::Error::duplicate_field("resourceAttributes"));
+                    }
+                    resource_attributes = Some(map.next_value()?);
+                }
                 "name" => {
                     if name.is_some() {
                         return Err(de::Error::duplicate_field("name"));
@@ -381,7 +392,11 @@ impl<'de> Visitor<'de> for ExporterVisitor {
                 "exporter {name:?} needs one of `otlp`, `stdout`, `prometheusRemoteWrite` or `prometheusScrape`"
             ))
         })?;
-        Ok(ExporterConfig { name, kind })
+        Ok(ExporterConfig {
+            name,
+            kind,
+            resource_attributes: resource_attributes.unwrap_or_default(),
+        })
     }
 }
 
@@ -404,6 +419,8 @@ impl ExporterConfig {
         if self.name.trim().is_empty() {
             return Err("name: must not be empty".into());
         }
+        super::resource::check_attributes(&self.resource_attributes)
+            .map_err(|m| format!("resourceAttributes: {m}"))?;
         match &self.kind {
             ExporterKind::Stdout(s) => {
                 if s.max_points_per_request == 0 {
@@ -858,6 +875,7 @@ exporters:
             kind: ExporterKind::Stdout(StdoutConfig {
                 max_points_per_request: 0,
             }),
+            resource_attributes: BTreeMap::new(),
         }
         .validate()
         .expect_err("zero points");

@@ -385,6 +385,7 @@ pub(crate) mod testing {
         Sink::build(&ExporterConfig {
             name: name.into(),
             kind: ExporterKind::Otlp(config),
+            resource_attributes: Default::default(),
         })
         .expect("builds")
     }

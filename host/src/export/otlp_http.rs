@@ -684,6 +684,7 @@ mod server_tests {
         let e = Sink::build(&ExporterConfig {
             name: "sink".into(),
             kind: ExporterKind::Otlp(c),
+            resource_attributes: Default::default(),
         })
         .err()
         .expect("missing variable");
@@ -945,6 +946,7 @@ mod server_tests {
             Sink::build(&ExporterConfig {
                 name: "sink".into(),
                 kind: ExporterKind::Otlp(c),
+                resource_attributes: Default::default(),
             })
             .err()
             .expect("refused")

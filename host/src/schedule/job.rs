@@ -21,7 +21,7 @@ use crate::config::host_config::SourceConfig;
 use crate::discovery::{ExportPlan, RuleTarget};
 use crate::error::{Classify, RetryClass};
 use crate::export::deliver::{Accepted, ErrorKind};
-use crate::export::{Delivered, ExportError, Sink};
+use crate::export::{Delivered, ExportError, Resource, Sink};
 use crate::schedule::runner::Shared;
 use crate::source::chunk::{ChunkPosition, LocalSource, Source, SourceError};
 use crate::source::kusto::windows::{KustoSource, Target};
@@ -136,6 +136,9 @@ pub struct Job<'a> {
     pub rule: &'a RuleTarget,
     pub sink_name: &'a str,
     pub sink: &'a Sink,
+    /// The OTLP resource of what this job sends: the host's, the
+    /// exporter's and the MetricsExporter's attributes.
+    pub resource: &'a Resource,
     pub guest: &'a Guest,
     /// What the guest's configuration needs from the table.
     pub requirements: &'a Arc<Requirements>,
@@ -232,12 +235,12 @@ impl<'a> Job<'a> {
             // told whose output this is.
             let result = match self.sink.scrape_store() {
                 Some(store) if skip == 0 => {
-                    store.update_for(&self.plan.key, &shared.resource, output)
+                    store.update_for(&self.plan.key, self.resource, output)
                 }
                 _ => {
                     recorder.before = total.requests + total.skipped;
                     self.sink
-                        .send_with(&shared.resource, output, skip, recorder)
+                        .send_with(self.resource, output, skip, recorder)
                         .await
                 }
             };
@@ -392,14 +395,16 @@ pub async fn run_job(job: &Job<'_>, report: &mut JobReport, stop: &Stop) -> Resu
         }
         job.count_chunk(&t, report);
         if t.outputs.iter().any(|o| o.point_count() > 0) {
-            // The host's prefix changes the requests as the guest's
-            // configuration does.
+            // The host's prefix and the resource change the requests as the
+            // guest's configuration does.
             let key = output_key(
                 job.guest,
-                &match prefix {
-                    Some(p) => format!("{p}\n{}", job.plan.transform.config_json),
-                    None => job.plan.transform.config_json.clone(),
-                },
+                &format!(
+                    "{}\n{}\n{}",
+                    prefix.unwrap_or_default(),
+                    job.resource.key_text(),
+                    job.plan.transform.config_json
+                ),
                 &shape,
                 &t.rows_key,
                 &t.split,

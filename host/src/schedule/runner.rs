@@ -43,7 +43,8 @@ pub struct Shared {
     pub guests: GuestCache,
     pub state: ProgressStore,
     pub metrics: Arc<Metrics>,
-    pub resource: Resource,
+    /// By exporter: the host's resource with the exporter's attributes.
+    pub resources: HashMap<String, Resource>,
     /// Set when the source is ADX.
     pub kusto: Option<Arc<KustoRuntime>>,
     /// Turns for jobs: at most `maxConcurrentJobs` run at once, the others
@@ -75,7 +76,9 @@ impl Runner {
         statuses: Option<Arc<StatusStore>>,
     ) -> anyhow::Result<Runner> {
         let mut sinks = HashMap::new();
+        let mut resources = HashMap::new();
         for e in &config.exporters {
+            resources.insert(e.name.clone(), config.resource.with(&e.resource_attributes));
             let sink = Sink::build(e)
                 .map_err(|err| anyhow::anyhow!("{}: {err}", config.path.display()))?;
             if let Some(store) = sink.scrape_store() {
@@ -121,7 +124,7 @@ impl Runner {
                 guests: GuestCache::new(runtime, registries, kube_client, metrics.clone()),
                 state,
                 metrics,
-                resource: Resource::default_host(),
+                resources,
                 kusto,
                 jobs: Arc::new(tokio::sync::Semaphore::new(max_jobs)),
                 pending_commits: PendingCommits::default(),
@@ -237,9 +240,13 @@ impl Runner {
         let mut jobs = tokio::task::JoinSet::new();
         for rule in &plan.rules {
             for sink_name in &plan.sinks {
-                let Some(sink) = shared.sinks.get(sink_name).cloned() else {
+                let (Some(sink), Some(resource)) =
+                    (shared.sinks.get(sink_name).cloned(), shared.resources.get(sink_name))
+                else {
                     continue; // checked when planning
                 };
+                // Keys the platform sets were left out when planning.
+                let resource = Arc::new(resource.with_tenant(&plan.resource_attributes).0);
                 let (shared, plan, rule, sink_name, guest, requirements, stop) = (
                     shared.clone(),
                     plan.clone(),
@@ -260,6 +267,7 @@ impl Runner {
                         rule: &rule,
                         sink_name: &sink_name,
                         sink: &sink,
+                        resource: &resource,
                         guest: &guest,
                         requirements: &requirements,
                         key: job_key(&plan.key, &rule.key, &sink_name),
