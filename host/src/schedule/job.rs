@@ -237,7 +237,7 @@ impl<'a> Job<'a> {
                 _ => {
                     recorder.before = total.requests + total.skipped;
                     self.sink
-                        .send_with(&shared.resource, output, skip, recorder)
+                        .send_for(&self.plan.key, &shared.resource, output, skip, recorder)
                         .await
                 }
             };
