@@ -774,3 +774,218 @@ fn a_family_another_metrics_exporter_serves_refuses_only_the_newcomer() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+const SENT_HEADER: &str = "n:long,t:datetime,route:string";
+const SENT: &str = "    defaultMetricName: sent\n    valueColumn: n\n    timestampColumn: t\n    labelColumns: [route]\n    kind: sum\n    monotonic: true\n    temporality: delta\n";
+
+fn sent_row(n: i64, ms: i64, route: &str) -> String {
+    format!("{n},{},{route}", rfc3339(ms))
+}
+
+/// Waits until `f` gives `Some`.
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The samples of `selector` once they are `want`, failing with what
+/// Prometheus holds after `WAIT`.
+fn wait_for_samples(prometheus: &Prometheus, selector: &str, want: &[(i64, f64)]) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let at = (now_ms() as f64) / 1000.0;
+        let got = prometheus.samples(selector, 600, at);
+        if got.len() == 1 && got[0].1 == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{selector}: want {want:?}, got {got:?}\n{}",
+            prometheus.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The value of one line of the host's own `/metrics`.
+fn own_metric(addr: &str, line_start: &str) -> Option<f64> {
+    let text = http_request(addr, "GET", "/metrics", &[], b"").ok()?.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn sent_setup(exporters: &str, port: u16) -> Setup {
+    let s = Setup::new(
+        exporters,
+        &format!("server: {{listen: 127.0.0.1:{port}}}\n"),
+    );
+    s.manifest(
+        "sent.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("sent", "Sent"),
+            exporter(
+                "sent",
+                "sent",
+                exporters
+                    .trim_start()
+                    .strip_prefix("- name: ")
+                    .and_then(|r| r.lines().next())
+                    .unwrap(),
+                SENT
+            )
+        ),
+    );
+    s
+}
+
+#[test]
+fn a_delta_sum_arrives_by_remote_write_as_a_counter_of_its_running_total() {
+    let prometheus = Prometheus::start(Mode::RemoteWrite);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let s = sent_setup(&remote_write("prom", &prometheus.write_url()), port);
+    let t0 = now_ms() - 2 * 60_000;
+    s.table("Sent", SENT_HEADER, &[sent_row(3, t0, "/a")]);
+    let host = s.spawn();
+    wait_for_samples(&prometheus, "sent_total", &[(t0, 3.0)]);
+    // The next run adds its delta to the total.
+    s.table("Sent", SENT_HEADER, &[sent_row(4, t0 + 10_000, "/a")]);
+    wait_for_samples(&prometheus, "sent_total", &[(t0, 3.0), (t0 + 10_000, 7.0)]);
+    let meta = prometheus.query("sent_total", (now_ms() as f64) / 1000.0);
+    assert_eq!(meta[0]["metric"]["route"], "/a");
+    // A row older than the last delta applied: left out and counted, not
+    // added.
+    s.table("Sent", SENT_HEADER, &[sent_row(100, t0 + 5_000, "/a")]);
+    let dropped =
+        "kusto_metrics_prometheus_delta_points_dropped_total{exporter=\"prom\",reason=\"late\"} ";
+    wait_for("the late point counted", WAIT, || {
+        own_metric(&addr, dropped).filter(|v| *v == 1.0)
+    });
+    assert_eq!(
+        own_metric(
+            &addr,
+            "kusto_metrics_prometheus_delta_points_converted_total{exporter=\"prom\"} "
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        own_metric(
+            &addr,
+            "kusto_metrics_prometheus_delta_series{exporter=\"prom\"} "
+        ),
+        Some(1.0)
+    );
+    // After a restart the total starts again from 0: a counter reset.
+    drop(host);
+    let _host = s.spawn();
+    s.table("Sent", SENT_HEADER, &[sent_row(5, t0 + 20_000, "/a")]);
+    wait_for_samples(
+        &prometheus,
+        "sent_total",
+        &[(t0, 3.0), (t0 + 10_000, 7.0), (t0 + 20_000, 5.0)],
+    );
+    // Prometheus takes the drop as a reset: 4 after 3, then 5 from 0.
+    let at = (t0 + 20_000) as f64 / 1000.0;
+    let resets = prometheus.query("resets(sent_total[1m])", at);
+    assert_eq!(resets[0]["value"][1], "1", "{resets:?}");
+}
+
+#[test]
+fn a_failed_remote_write_sent_again_does_not_count_its_deltas_twice() {
+    let mut prometheus = Prometheus::start(Mode::RemoteWrite);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let s = sent_setup(&remote_write("prom", &prometheus.write_url()), port);
+    let t0 = now_ms() - 2 * 60_000;
+    s.table("Sent", SENT_HEADER, &[sent_row(3, t0, "/a")]);
+    let _host = s.spawn();
+    wait_for_samples(&prometheus, "sent_total{route=\"/a\"}", &[(t0, 3.0)]);
+    prometheus.stop();
+    // Two requests' worth (maxSamplesPerRequest: 3), sent again run after
+    // run while Prometheus is down.
+    let routes = ["/a", "/b", "/c", "/d"];
+    let rows: Vec<String> = routes.iter().map(|r| sent_row(4, t0 + 10_000, r)).collect();
+    s.table("Sent", SENT_HEADER, &rows);
+    let failures = "kusto_metrics_export_failures_total{exporter=\"prom\",reason=\"connect\"} ";
+    wait_for("two failed deliveries", Duration::from_secs(30), || {
+        own_metric(&addr, failures).filter(|v| *v >= 2.0)
+    });
+    prometheus.restart();
+    wait_for_samples(
+        &prometheus,
+        "sent_total{route=\"/a\"}",
+        &[(t0, 3.0), (t0 + 10_000, 7.0)],
+    );
+    for r in &routes[1..] {
+        wait_for_samples(
+            &prometheus,
+            &format!("sent_total{{route=\"{r}\"}}"),
+            &[(t0 + 10_000, 4.0)],
+        );
+    }
+    // Another run later: the totals went on from 7, not from a doubled 11.
+    s.table("Sent", SENT_HEADER, &[sent_row(1, t0 + 20_000, "/a")]);
+    wait_for_samples(
+        &prometheus,
+        "sent_total{route=\"/a\"}",
+        &[(t0, 3.0), (t0 + 10_000, 7.0), (t0 + 20_000, 8.0)],
+    );
+    assert_eq!(
+        own_metric(
+            &addr,
+            "kusto_metrics_prometheus_delta_points_converted_total{exporter=\"prom\"} "
+        ),
+        Some(6.0),
+        "each delta counted once it was delivered"
+    );
+}
+
+#[test]
+fn a_real_prometheus_scrapes_a_delta_sum_as_its_running_total() {
+    let port = free_port();
+    let instance = format!("127.0.0.1:{port}");
+    let s = sent_setup("  - name: scrape\n    prometheusScrape: {}\n", port);
+    let t0 = now_ms() - 2 * 60_000;
+    s.table("Sent", SENT_HEADER, &[sent_row(3, t0, "/a")]);
+    let _host = s.spawn();
+    let prometheus = Prometheus::start(Mode::Scrape {
+        target: instance.clone(),
+        path: "/exported/metrics".into(),
+        bearer_file: None,
+    });
+    wait_for_samples(&prometheus, "sent_total", &[(t0, 3.0)]);
+    s.table("Sent", SENT_HEADER, &[sent_row(4, t0 + 1000, "/a")]);
+    wait_for_samples(&prometheus, "sent_total", &[(t0, 3.0), (t0 + 1000, 7.0)]);
+    let scraped = prometheus.query("sent_total", (now_ms() as f64) / 1000.0);
+    assert_eq!(scraped[0]["metric"]["job"], "kusto-metrics");
+    // OpenMetrics names the start of the running total (no start column:
+    // the first delta's time).
+    let om = http_request(
+        &instance,
+        "GET",
+        "/exported/metrics",
+        &[("Accept", "application/openmetrics-text;version=1.0.0")],
+        b"",
+    )
+    .unwrap()
+    .text();
+    let t1 = t0 + 1000;
+    let created = format!(
+        "sent_created{{otel_scope_name=\"adx-mon.azure.com/metrics-exporter\",otel_scope_version=\"v1\",route=\"/a\"}} {} {}.{:03}\n",
+        t0 as f64 / 1000.0,
+        t1 / 1000,
+        t1 % 1000
+    );
+    assert!(
+        om.contains("# TYPE sent counter\n") && om.contains(&created),
+        "{created}\n{om}"
+    );
+}

@@ -154,6 +154,13 @@ impl Prometheus {
         }
     }
 
+    /// Starts it again after [`Prometheus::stop`], on the same port with
+    /// the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

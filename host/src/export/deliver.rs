@@ -461,6 +461,24 @@ impl Sink {
     }
 }
 
+impl Sink {
+    /// [`Sink::send_with`] for the MetricsExporter `owner`: a remote-write
+    /// destination keeps each one's delta running totals within its share.
+    pub async fn send_for(
+        &self,
+        owner: &str,
+        resource: &Resource,
+        output: &Output,
+        skip: usize,
+        accepted: &mut dyn Accepted,
+    ) -> Result<Delivered, ExportError> {
+        match self {
+            Sink::RemoteWrite(r) => r.send_for(owner, resource, output, skip, accepted).await,
+            _ => self.send_with(resource, output, skip, accepted).await,
+        }
+    }
+}
+
 /// Told after each request a receiver accepted, before the next one is
 /// sent: the job records it there, so a crash repeats at most the request
 /// in flight, and stops there when asked to.

@@ -240,7 +240,7 @@ impl<'a> Job<'a> {
                 _ => {
                     recorder.before = total.requests + total.skipped;
                     self.sink
-                        .send_with(self.resource, output, skip, recorder)
+                        .send_for(&self.plan.key, self.resource, output, skip, recorder)
                         .await
                 }
             };

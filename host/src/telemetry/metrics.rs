@@ -218,6 +218,27 @@ impl Metrics {
             "ADX's clock minus the host's, as last measured per database (windows follow ADX's clock)",
             adx_clock_offset.clone(),
         );
+        let deltas = &crate::export::prometheus::cumulative::COUNTERS;
+        registry.register(
+            "prometheus_delta_points_converted",
+            "Delta points a Prometheus exporter delivered as running totals",
+            deltas.converted.clone(),
+        );
+        registry.register(
+            "prometheus_delta_points_dropped",
+            "Delta points a Prometheus exporter left out, by reason (late: at or before the last one applied to its series; series-limit: a new series past the bound)",
+            deltas.dropped.clone(),
+        );
+        registry.register(
+            "prometheus_delta_series_resets",
+            "Running totals of a Prometheus exporter started again, by reason (idle, bounds-changed)",
+            deltas.resets.clone(),
+        );
+        registry.register(
+            "prometheus_delta_series",
+            "Series a Prometheus exporter keeps delta running totals for",
+            deltas.series.clone(),
+        );
         let guests = &crate::transform::counters::COUNTERS;
         registry.register(
             "guest_text_cut",

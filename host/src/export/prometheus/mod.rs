@@ -5,10 +5,12 @@
 //! - [`config`]: `prometheusRemoteWrite` and `prometheusScrape` exporters.
 //! - [`naming`]: OpenTelemetry names to Prometheus names and labels.
 //! - [`series`]: an output as families of series of samples.
+//! - [`cumulative`]: delta points as running totals, per destination.
 //! - [`remote_write`]: remote write 1.0 requests and their delivery.
 //! - [`scrape`]: the latest point per series, served at `/exported/metrics`.
 
 pub mod config;
+pub mod cumulative;
 pub mod naming;
 pub mod remote_write;
 pub mod scrape;

@@ -6,6 +6,12 @@
 //! requests of at most `maxSamplesPerRequest`, in a fixed order, so the same
 //! output always gives the same requests and a partly delivered output can
 //! resume after the requests already accepted.
+//!
+//! Delta points go out as running totals ([`super::cumulative`]), computed
+//! against the destination's totals and committed only once every request
+//! of the output was accepted: a failed output gives the same requests when
+//! it is sent again, so the accepted ones can still be skipped, and its
+//! deltas are counted once.
 
 use std::time::SystemTime;
 
@@ -13,8 +19,9 @@ use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::config::RemoteWriteConfig;
+use super::cumulative::Accumulator;
 use super::naming::FamilyType;
-use super::series::{ConvertOptions, Converted, convert};
+use super::series::{ConvertOptions, Converted, convert_with};
 use crate::export::Resource;
 use crate::export::deliver::{Delivered, ErrorKind, ExportError};
 use crate::export::otlp_http::{build_client, parse_retry_after, send_error, user_headers};
@@ -153,7 +160,11 @@ pub struct RemoteWrite {
     retry: RetryPolicy,
     max_samples: usize,
     options: ConvertOptions,
+    totals: Accumulator,
 }
+
+/// Who an output comes from when the caller does not say.
+pub const UNNAMED_OWNER: &str = "(unnamed)";
 
 impl RemoteWrite {
     pub fn new(name: &str, config: &RemoteWriteConfig) -> Result<RemoteWrite, ErrorKind> {
@@ -182,6 +193,7 @@ impl RemoteWrite {
             retry: RetryPolicy::from_config(&config.retry),
             max_samples: config.max_samples_per_request,
             options: config.convert_options(),
+            totals: Accumulator::new(name),
         })
     }
 
@@ -219,12 +231,45 @@ impl RemoteWrite {
         skip: usize,
         accepted: &mut dyn crate::export::deliver::Accepted,
     ) -> Result<Delivered, ExportError> {
-        let converted = convert(resource, output, &self.options)
+        self.send_for(UNNAMED_OWNER, resource, output, skip, accepted)
+            .await
+    }
+
+    /// Like [`RemoteWrite::send_with`], for the MetricsExporter `owner`
+    /// (`namespace/name`), whose delta series count against its own share
+    /// of the running totals.
+    pub async fn send_for(
+        &self,
+        owner: &str,
+        resource: &Resource,
+        output: &Output,
+        skip: usize,
+        accepted: &mut dyn crate::export::deliver::Accepted,
+    ) -> Result<Delivered, ExportError> {
+        let (converted, staged) = {
+            let mut view = self.totals.stage(owner);
+            let converted = crate::export::deliver::cpu_bound(|| {
+                convert_with(resource, output, &self.options, Some(&mut view))
+            })
             .map_err(|e| ExportError::new(&self.name, ErrorKind::Config(e.to_string())))?;
+            (converted, view.finish())
+        };
         for (reason, count) in &converted.dropped {
-            tracing::warn!(exporter = %self.name, reason, points = count, "points Prometheus cannot take were left out (delta temporality)");
+            tracing::warn!(exporter = %self.name, reason, points = count, "delta points Prometheus cannot take were left out");
         }
-        let requests = requests(&converted, self.max_samples);
+        let delivered = self.send_converted(&converted, skip, accepted).await?;
+        // Only now: a failed output is sent again from the same totals.
+        self.totals.commit(staged);
+        Ok(delivered)
+    }
+
+    async fn send_converted(
+        &self,
+        converted: &Converted,
+        skip: usize,
+        accepted: &mut dyn crate::export::deliver::Accepted,
+    ) -> Result<Delivered, ExportError> {
+        let requests = requests(converted, self.max_samples);
         let mut delivered = Delivered {
             skipped: skip.min(requests.len()),
             ..Delivered::default()
@@ -456,7 +501,7 @@ pub fn requests(converted: &Converted, max_samples: usize) -> Vec<(usize, prompb
 mod tests {
     use super::*;
     use crate::export::fixture;
-    use crate::export::prometheus::series::ConvertOptions;
+    use crate::export::prometheus::series::{ConvertOptions, convert};
 
     fn converted() -> Converted {
         let options = ConvertOptions {

@@ -15,6 +15,11 @@
 //! MetricsExporter serves, or a family of its own under another type, is
 //! refused as a whole, naming both MetricsExporters and the family; the
 //! families already served are left as they were.
+//!
+//! Delta points are served as running totals ([`super::cumulative`]), kept
+//! per scrape exporter and committed with the update (not when it is
+//! refused). In OpenMetrics a counter made from deltas carries `_created`,
+//! the start of its running total, which starts again after a restart.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,8 +27,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::config::ScrapeConfig;
+use super::cumulative::Accumulator;
 use super::naming::FamilyType;
-use super::series::{ConvertOptions, convert, format_float};
+use super::series::{ConvertOptions, convert_with, format_float};
 use crate::export::Resource;
 use crate::export::deliver::{Delivered, ErrorKind, ExportError};
 use crate::telemetry::Metrics;
@@ -39,6 +45,8 @@ struct Latest {
     value: f64,
     timestamp_ms: i64,
     updated: Instant,
+    /// A running total of deltas: when it started (ms).
+    created_ms: Option<i64>,
 }
 
 /// Who an update comes from when the caller does not say
@@ -72,6 +80,7 @@ pub struct ScrapeStore {
     options: ConvertOptions,
     inner: Mutex<Inner>,
     metrics: OnceLock<std::sync::Arc<Metrics>>,
+    totals: Accumulator,
 }
 
 impl ScrapeStore {
@@ -84,6 +93,7 @@ impl ScrapeStore {
             options: config.convert_options(),
             inner: Mutex::new(Inner::default()),
             metrics: OnceLock::new(),
+            totals: Accumulator::new(name),
         }
     }
 
@@ -121,8 +131,15 @@ impl ScrapeStore {
         resource: &Resource,
         output: &Output,
     ) -> Result<Delivered, ExportError> {
-        let converted = convert(resource, output, &self.options)
-            .map_err(|e| ExportError::new(&self.name, ErrorKind::Config(e.to_string())))?;
+        let (converted, staged) = {
+            let mut view = self.totals.stage(owner);
+            let converted = convert_with(resource, output, &self.options, Some(&mut view))
+                .map_err(|e| ExportError::new(&self.name, ErrorKind::Config(e.to_string())))?;
+            (converted, view.finish())
+        };
+        for (reason, count) in &converted.dropped {
+            tracing::warn!(exporter = %self.name, metrics_exporter = owner, reason, points = count, "delta points Prometheus cannot take were left out");
+        }
         let now = Instant::now();
         let mut refused = 0u64;
         let mut points = 0usize;
@@ -139,6 +156,8 @@ impl ScrapeStore {
                         })
                         .inc();
                 }
+                // Refused whole: the deltas are not counted either.
+                drop(staged);
                 return Err(ExportError::new(&self.name, ErrorKind::Config(clash)));
             }
         }
@@ -203,6 +222,7 @@ impl ScrapeStore {
                             if last.timestamp_ms >= held.timestamp_ms {
                                 held.value = last.value;
                                 held.timestamp_ms = last.timestamp_ms;
+                                held.created_ms = series.start_ms;
                             }
                             held.updated = now;
                         }
@@ -213,6 +233,7 @@ impl ScrapeStore {
                                     value: last.value,
                                     timestamp_ms: last.timestamp_ms,
                                     updated: now,
+                                    created_ms: series.start_ms,
                                 },
                             );
                             added += 1;
@@ -227,6 +248,7 @@ impl ScrapeStore {
             inner.series += added;
         }
         let held = inner.series;
+        self.totals.commit(staged);
         let warn = refused > 0 && !inner.warned_full;
         if refused > 0 {
             inner.warned_full = true;
@@ -511,6 +533,21 @@ fn render_openmetrics(inner: &Inner) -> String {
         }
         for (sample, labels, l) in ordered(name, f) {
             write_sample(&mut out, sample, labels, l, true);
+            if kind == "counter"
+                && let Some(created_ms) = l.created_ms
+            {
+                let created = Latest {
+                    value: created_ms as f64 / 1000.0,
+                    ..*l
+                };
+                write_sample(
+                    &mut out,
+                    &format!("{family}_created"),
+                    labels,
+                    &created,
+                    true,
+                );
+            }
         }
     }
     out.push_str("# EOF\n");
@@ -551,7 +588,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(&format!("latency_seconds_bucket{{code=\"200\",host=\"web-1\",le=\"+Inf\",ok=\"true\",ratio=\"0.25\"}} 6 {t}\n")), "{text}");
-        assert!(!text.contains("bytes_delta"), "delta sums are not served");
+        assert!(
+            text.contains(&format!(
+                "bytes_delta{{host=\"web-2\",region=\"eastus\"}} 1.5 {t}\n"
+            )),
+            "a delta sum is served as its running total: {text}"
+        );
         let (om, ct) = s.render("application/openmetrics-text;version=1.0.0,text/plain;q=0.5");
         assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
         assert!(om.contains("# TYPE requests counter\n"), "{om}");
@@ -704,6 +746,73 @@ mod tests {
             e.contains("family `latency_seconds`") && e.contains("latency_seconds_count"),
             "{e}"
         );
+    }
+
+    fn delta_counter(time_ns: u64, value: i64) -> Output {
+        let mut out = fixture::output();
+        let mut m = fixture::gauge("sent", time_ns, 1);
+        let crate::wit::MetricData::Gauge(mut points) = m.data else {
+            unreachable!("a gauge")
+        };
+        points.values = crate::wit::NumberValues::Ints(vec![value]);
+        points.start_times = vec![time_ns - 1_000_000];
+        m.data = crate::wit::MetricData::Sum(crate::wit::SumData {
+            points,
+            temporality: crate::wit::Temporality::Delta,
+            monotonic: true,
+        });
+        out.metrics = vec![m];
+        out
+    }
+
+    #[test]
+    fn delta_sums_are_served_as_running_totals_with_their_start() {
+        let s = store(1000, Duration::from_secs(60));
+        let host = Resource::default_host();
+        s.update_for("ns/a", &host, &delta_counter(2_000_000_000, 3))
+            .unwrap();
+        s.update_for("ns/a", &host, &delta_counter(3_000_000_000, 4))
+            .unwrap();
+        let (text, _) = s.render("");
+        let labels = "{code=\"200\",host=\"web-1\",ok=\"true\",ratio=\"0.25\"}";
+        assert!(
+            text.contains(&format!(
+                "# TYPE sent_total counter\nsent_total{labels} 7 3000\n"
+            )),
+            "{text}"
+        );
+        let (om, _) = s.render("application/openmetrics-text");
+        assert!(
+            om.contains(&format!(
+                "sent_total{labels} 7 3.000\nsent_created{labels} 1.999 3.000\n"
+            )),
+            "the start of the first delta: {om}"
+        );
+    }
+
+    #[test]
+    fn a_refused_update_does_not_count_its_deltas() {
+        let s = store(1000, Duration::from_secs(60));
+        let host = Resource::default_host();
+        s.update_for("ns/a", &host, &delta_counter(2_000_000_000, 3))
+            .unwrap();
+        // B's update names A's family: refused whole, B's deltas too.
+        let mut b = delta_counter(3_000_000_000, 100);
+        b.metrics
+            .push(fixture::gauge("sent_total", 3_000_000_000, 1));
+        let mut other = delta_counter(3_000_000_000, 5);
+        other.metrics[0].name = "other".into();
+        b.metrics.push(other.metrics.remove(0));
+        assert!(s.update_for("ns/b", &host, &b).is_err());
+        let mut b = delta_counter(4_000_000_000, 5);
+        b.metrics[0].name = "other".into();
+        s.update_for("ns/b", &host, &b).unwrap();
+        let (text, _) = s.render("");
+        assert!(
+            text.contains("\nother_total{") && text.contains("} 5 4000\n"),
+            "{text}"
+        );
+        assert!(text.contains("} 3 2000\n"), "A's total unchanged: {text}");
     }
 
     #[test]

@@ -3,14 +3,20 @@
 //! timestamp), following the OpenTelemetry specification's "OTLP metric
 //! points to Prometheus": gauges stay gauges, cumulative monotonic sums
 //! become counters, other cumulative sums gauges, cumulative histograms
-//! `_bucket` (with `le`), `_sum` and `_count` series. Delta sums and
-//! histograms cannot be expressed and are dropped, counted by reason.
+//! `_bucket` (with `le`), `_sum` and `_count` series. Prometheus has no
+//! delta type: given a destination's running totals ([`convert_with`]),
+//! delta sums and histograms become the same series of running totals
+//! ([`super::cumulative`]); without them they are dropped, counted by
+//! reason. A monotonic delta sum becomes a counter; a non-monotonic one a
+//! gauge of its running total, since its total can go down, which a
+//! counter would take as a reset (an up-down count is a level, a gauge).
 //!
 //! Series and samples keep the order of the output (first appearance), so
 //! the same output always gives the same requests.
 
 use std::collections::HashMap;
 
+use super::cumulative::View;
 use super::naming::{FamilyType, family_name, sanitize_label_name, unit_word};
 use crate::export::{AttrValue, Number, Resource, attribute_set, number_point};
 use crate::wit::{MetricData, NumberPoints, Output, Temporality};
@@ -18,6 +24,10 @@ use crate::wit::{MetricData, NumberPoints, Output, Temporality};
 /// Skip reasons of points Prometheus cannot take.
 pub const DELTA_SUM: &str = "delta-sum";
 pub const DELTA_HISTOGRAM: &str = "delta-histogram";
+/// A delta histogram point whose bucket bounds differ from those of an
+/// earlier point of the same series in the same output: the two cannot be
+/// added up.
+pub const DELTA_HISTOGRAM_BOUNDS: &str = "delta-histogram-bounds-changed";
 /// Label added to histogram bucket series.
 pub const LE: &str = "le";
 
@@ -47,6 +57,17 @@ pub struct Series {
     pub labels: Vec<(String, String)>,
     /// In time order; one per timestamp (the last one given wins).
     pub samples: Vec<Sample>,
+    /// Made from delta points: the start of its running total
+    /// (milliseconds since the epoch).
+    pub start_ms: Option<i64>,
+}
+
+/// What a series made from delta points needs to accumulate.
+struct DeltaMeta {
+    /// The earliest point's time and the start of its interval.
+    first: (i64, i64),
+    /// A histogram's bucket bounds.
+    bounds: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -198,7 +219,12 @@ impl<'a> Labels<'a> {
 #[derive(Default)]
 struct SeriesIndex {
     by_key: HashMap<(String, Vec<(String, String)>), usize>,
+    /// By series index: those made from delta points.
+    deltas: HashMap<usize, DeltaMeta>,
 }
+
+/// A delta point's interval start (ms) and, for a histogram, its bounds.
+type DeltaOf<'a> = Option<(i64, Option<&'a str>)>;
 
 impl SeriesIndex {
     fn push(
@@ -207,6 +233,7 @@ impl SeriesIndex {
         name: &str,
         labels: Vec<(String, String)>,
         sample: Sample,
+        delta: DeltaOf<'_>,
     ) {
         let key = (name.to_string(), labels);
         let i = match self.by_key.get(&key) {
@@ -216,6 +243,7 @@ impl SeriesIndex {
                     name: key.0.clone(),
                     labels: key.1.clone(),
                     samples: Vec::new(),
+                    start_ms: None,
                 });
                 let i = family.series.len() - 1;
                 self.by_key.insert(key, i);
@@ -223,14 +251,37 @@ impl SeriesIndex {
             }
         };
         family.series[i].samples.push(sample);
+        if let Some((start_ms, bounds)) = delta {
+            let first = (sample.timestamp_ms, start_ms);
+            self.deltas
+                .entry(i)
+                .and_modify(|m| m.first = m.first.min(first))
+                .or_insert_with(|| DeltaMeta {
+                    first,
+                    bounds: bounds.map(str::to_string),
+                });
+        }
     }
 }
 
+/// The output's series, delta points left out (counted).
 pub fn convert(
     resource: &Resource,
     output: &Output,
     options: &ConvertOptions,
 ) -> Result<Converted, ConvertError> {
+    convert_with(resource, output, options, None)
+}
+
+/// The output's series; delta points, when `deltas` is given, as running
+/// totals computed against it (committed or not by the caller).
+pub fn convert_with(
+    resource: &Resource,
+    output: &Output,
+    options: &ConvertOptions,
+    mut deltas: Option<&mut View<'_>>,
+) -> Result<Converted, ConvertError> {
+    let accumulate = deltas.is_some();
     let mut extra = Vec::new();
     if options.job_label
         && let Some((_, name)) = resource
@@ -267,24 +318,31 @@ pub fn convert(
         }
     };
     for metric in &output.metrics {
-        let (family_type, number_points): (FamilyType, Option<&NumberPoints>) = match &metric.data {
-            MetricData::Gauge(p) => (FamilyType::Gauge, Some(p)),
-            MetricData::Sum(s) => match (s.temporality, s.monotonic) {
-                (Temporality::Cumulative, true) => (FamilyType::Counter, Some(&s.points)),
-                (Temporality::Cumulative, false) => (FamilyType::Gauge, Some(&s.points)),
-                (Temporality::Delta, _) => {
-                    drop(DELTA_SUM, s.points.times.len(), &mut converted);
-                    continue;
+        let (family_type, number_points, delta): (FamilyType, Option<&NumberPoints>, bool) =
+            match &metric.data {
+                MetricData::Gauge(p) => (FamilyType::Gauge, Some(p), false),
+                MetricData::Sum(s) => {
+                    let delta = s.temporality == Temporality::Delta;
+                    if delta && !accumulate {
+                        drop(DELTA_SUM, s.points.times.len(), &mut converted);
+                        continue;
+                    }
+                    let family_type = if s.monotonic {
+                        FamilyType::Counter
+                    } else {
+                        FamilyType::Gauge
+                    };
+                    (family_type, Some(&s.points), delta)
                 }
-            },
-            MetricData::Histogram(h) => {
-                if h.temporality == Temporality::Delta {
-                    drop(DELTA_HISTOGRAM, h.points.len(), &mut converted);
-                    continue;
+                MetricData::Histogram(h) => {
+                    let delta = h.temporality == Temporality::Delta;
+                    if delta && !accumulate {
+                        drop(DELTA_HISTOGRAM, h.points.len(), &mut converted);
+                        continue;
+                    }
+                    (FamilyType::Histogram, None, delta)
                 }
-                (FamilyType::Histogram, None)
-            }
-        };
+            };
         let name = family_name(
             &metric.name,
             &metric.unit,
@@ -323,6 +381,7 @@ pub fn convert(
                 (i, i)
             }
         };
+        let mut bounds_changed = 0usize;
         let family = &mut converted.families[fi];
         let index = &mut indexes[index];
         match number_points {
@@ -336,14 +395,22 @@ pub fn convert(
                         Number::Int(v) => v as f64,
                         Number::Double(v) => v,
                     };
+                    let timestamp_ms = millis(p.time);
+                    // A delta without a start covers up to its own time.
+                    let start_ms = if p.start == 0 {
+                        timestamp_ms
+                    } else {
+                        millis(p.start)
+                    };
                     index.push(
                         family,
                         &name,
                         l,
                         Sample {
                             value,
-                            timestamp_ms: millis(p.time),
+                            timestamp_ms,
                         },
+                        delta.then_some((start_ms, None)),
                     );
                 }
             }
@@ -351,9 +418,32 @@ pub fn convert(
                 let MetricData::Histogram(h) = &metric.data else {
                     unreachable!("only histograms have no number points")
                 };
+                // Per label set: the bounds of its first delta point here.
+                let mut first_bounds: HashMap<u32, String> = HashMap::new();
                 for p in &h.points {
                     let base = labels.of(p.attribute_set, &metric.name, &[LE])?;
                     let ts = millis(p.time);
+                    let bounds_text = p
+                        .explicit_bounds
+                        .iter()
+                        .map(|b| format_float(*b))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    if delta {
+                        let first = first_bounds
+                            .entry(p.attribute_set)
+                            .or_insert_with(|| bounds_text.clone());
+                        if *first != bounds_text {
+                            bounds_changed += 1;
+                            continue;
+                        }
+                    }
+                    let start_ms = if p.start_time == 0 {
+                        ts
+                    } else {
+                        millis(p.start_time)
+                    };
+                    let d = delta.then_some((start_ms, Some(bounds_text.as_str())));
                     let bucket = format!("{name}_bucket");
                     let mut cumulative = 0u64;
                     for (i, bound) in p.explicit_bounds.iter().enumerate() {
@@ -369,6 +459,7 @@ pub fn convert(
                                 value: cumulative as f64,
                                 timestamp_ms: ts,
                             },
+                            d,
                         );
                     }
                     let mut l = base.clone();
@@ -382,6 +473,7 @@ pub fn convert(
                             value: p.count as f64,
                             timestamp_ms: ts,
                         },
+                        d,
                     );
                     if let Some(sum) = p.sum {
                         index.push(
@@ -392,6 +484,7 @@ pub fn convert(
                                 value: sum,
                                 timestamp_ms: ts,
                             },
+                            d,
                         );
                     }
                     index.push(
@@ -402,15 +495,45 @@ pub fn convert(
                             value: p.count as f64,
                             timestamp_ms: ts,
                         },
+                        d,
                     );
                 }
             }
         }
+        drop(DELTA_HISTOGRAM_BOUNDS, bounds_changed, &mut converted);
     }
-    for family in &mut converted.families {
+    let mut emptied = Vec::new();
+    for (fi, (family, index)) in converted.families.iter_mut().zip(indexes).enumerate() {
         for series in &mut family.series {
             order_samples(&mut series.samples);
         }
+        let Some(view) = deltas.as_deref_mut() else {
+            continue;
+        };
+        if index.deltas.is_empty() {
+            continue;
+        }
+        for (i, series) in family.series.iter_mut().enumerate() {
+            let Some(meta) = index.deltas.get(&i) else {
+                continue;
+            };
+            let key = (series.name.clone(), series.labels.clone());
+            view.accumulate(
+                key.clone(),
+                &mut series.samples,
+                meta.first.1,
+                meta.bounds.as_deref(),
+            );
+            series.start_ms = view.start_of(&key);
+        }
+        // Series whose every point was left out (late, over the bound).
+        family.series.retain(|s| !s.samples.is_empty());
+        if family.series.is_empty() {
+            emptied.push(fi);
+        }
+    }
+    for fi in emptied.into_iter().rev() {
+        converted.families.remove(fi);
     }
     Ok(converted)
 }
@@ -438,6 +561,7 @@ fn order_samples(samples: &mut Vec<Sample>) {
 mod tests {
     use super::*;
     use crate::export::fixture;
+    use crate::export::prometheus::cumulative::{self, Accumulator};
     use crate::wit::{Attribute, AttributeValue, Metric, NumberValues, SumData};
 
     fn opts() -> ConvertOptions {
@@ -662,6 +786,180 @@ mod tests {
         assert!(
             matches!(e, ConvertError::ReservedLabel { ref label, .. } if label == "le"),
             "{e}"
+        );
+    }
+
+    /// One delta sum `d` over set 0, points `(time ns, start ns, value)`.
+    fn delta_sum(monotonic: bool, points: &[(u64, u64, i64)]) -> Output {
+        let mut out = one_gauge_with(&[("host", "a")]);
+        out.metrics[0].data = MetricData::Sum(SumData {
+            points: NumberPoints {
+                attribute_sets: vec![0; points.len()],
+                start_times: points.iter().map(|p| p.1).collect(),
+                times: points.iter().map(|p| p.0).collect(),
+                values: NumberValues::Ints(points.iter().map(|p| p.2).collect()),
+            },
+            monotonic,
+            temporality: Temporality::Delta,
+        });
+        out
+    }
+
+    fn values(c: &Converted) -> Vec<(i64, f64)> {
+        c.families[0].series[0]
+            .samples
+            .iter()
+            .map(|s| (s.timestamp_ms, s.value))
+            .collect()
+    }
+
+    #[test]
+    fn delta_sums_become_running_totals_in_time_order() {
+        let acc = Accumulator::new("prom");
+        let host = Resource::default_host();
+        // Out of order in the output; two in the same millisecond (the
+        // last given wins, as for every series).
+        let out = delta_sum(
+            true,
+            &[
+                (3_000_000, 2_000_000, 4),
+                (1_000_000, 500_000, 3),
+                (3_000_001, 2_000_000, 5),
+            ],
+        );
+        let mut view = acc.stage("ns/a");
+        let c = convert_with(&host, &out, &opts(), Some(&mut view)).unwrap();
+        let staged = view.finish();
+        assert_eq!(c.families[0].name, "m_total");
+        assert_eq!(c.families[0].family_type, FamilyType::Counter);
+        assert_eq!(values(&c), vec![(1, 3.0), (3, 8.0)]);
+        assert_eq!(
+            c.families[0].series[0].start_ms,
+            Some(0),
+            "the first delta's start"
+        );
+        assert!(c.dropped.is_empty());
+        acc.commit(staged);
+        let mut view = acc.stage("ns/a");
+        let c = convert_with(
+            &host,
+            &delta_sum(true, &[(9_000_000, 3_000_000, 4)]),
+            &opts(),
+            Some(&mut view),
+        )
+        .unwrap();
+        assert_eq!(values(&c), vec![(9, 12.0)]);
+        assert_eq!(c.families[0].series[0].start_ms, Some(0));
+        drop(view);
+        // Without running totals they are left out, counted.
+        let c = convert(&host, &out, &opts()).unwrap();
+        assert!(c.families.is_empty());
+        assert_eq!(c.dropped, vec![(DELTA_SUM, 3)]);
+    }
+
+    #[test]
+    fn a_non_monotonic_delta_sum_is_a_gauge_of_its_running_total() {
+        let acc = Accumulator::new("prom");
+        let out = delta_sum(false, &[(1_000_000, 0, 5), (2_000_000, 0, -7)]);
+        let mut view = acc.stage("ns/a");
+        let c = convert_with(&Resource::default_host(), &out, &opts(), Some(&mut view)).unwrap();
+        assert_eq!(c.families[0].name, "m");
+        assert_eq!(c.families[0].family_type, FamilyType::Gauge);
+        assert_eq!(values(&c), vec![(1, 5.0), (2, -2.0)]);
+        assert_eq!(
+            c.families[0].series[0].start_ms,
+            Some(1),
+            "no start: the point's time"
+        );
+    }
+
+    #[test]
+    fn a_series_whose_points_are_all_late_goes_away() {
+        let acc = Accumulator::new("prom");
+        let host = Resource::default_host();
+        let out = delta_sum(true, &[(1_000_000, 0, 5)]);
+        let mut view = acc.stage("ns/a");
+        convert_with(&host, &out, &opts(), Some(&mut view)).unwrap();
+        acc.commit(view.finish());
+        let mut view = acc.stage("ns/a");
+        let c = convert_with(&host, &out, &opts(), Some(&mut view)).unwrap();
+        assert!(c.families.is_empty(), "{c:?}");
+        assert_eq!(view.finish().dropped(cumulative::LATE), 1);
+    }
+
+    #[test]
+    fn delta_histograms_accumulate_buckets_sum_and_count() {
+        let acc = Accumulator::new("prom");
+        let host = Resource::default_host();
+        let mut out = fixture::output();
+        out.metrics.retain(|m| m.name == "latency");
+        let MetricData::Histogram(h) = &mut out.metrics[0].data else {
+            panic!()
+        };
+        h.temporality = Temporality::Delta;
+        h.points.truncate(1);
+        let web1 = |c: &Converted| -> Vec<(String, String, f64)> {
+            c.families[0]
+                .series
+                .iter()
+                .map(|s| {
+                    let le = s
+                        .labels
+                        .iter()
+                        .find(|(k, _)| k == LE)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default();
+                    (s.name.clone(), le, s.samples[0].value)
+                })
+                .collect()
+        };
+        let mut view = acc.stage("ns/a");
+        let c = convert_with(&host, &out, &opts(), Some(&mut view)).unwrap();
+        acc.commit(view.finish());
+        assert_eq!(
+            web1(&c)[2],
+            ("latency_seconds_bucket".into(), "+Inf".into(), 6.0)
+        );
+        // The next interval: the same counts again, a minute later.
+        let MetricData::Histogram(h) = &mut out.metrics[0].data else {
+            panic!()
+        };
+        h.points[0].time += fixture::MINUTE;
+        h.points[0].start_time += fixture::MINUTE;
+        let mut view = acc.stage("ns/a");
+        let c = convert_with(&host, &out, &opts(), Some(&mut view)).unwrap();
+        acc.commit(view.finish());
+        assert_eq!(
+            web1(&c),
+            vec![
+                ("latency_seconds_bucket".to_string(), "0.1".to_string(), 2.0),
+                ("latency_seconds_bucket".to_string(), "1".to_string(), 6.0),
+                (
+                    "latency_seconds_bucket".to_string(),
+                    "+Inf".to_string(),
+                    12.0
+                ),
+                ("latency_seconds_sum".to_string(), String::new(), 5.5),
+                ("latency_seconds_count".to_string(), String::new(), 12.0),
+            ]
+        );
+        // Other bounds: the series start again.
+        let MetricData::Histogram(h) = &mut out.metrics[0].data else {
+            panic!()
+        };
+        h.points[0].time += fixture::MINUTE;
+        h.points[0].explicit_bounds = vec![0.5, 1.0];
+        let mut view = acc.stage("ns/a");
+        let c = convert_with(&host, &out, &opts(), Some(&mut view)).unwrap();
+        let staged = view.finish();
+        assert_eq!(
+            web1(&c)[2],
+            ("latency_seconds_bucket".into(), "+Inf".into(), 6.0)
+        );
+        assert_eq!(
+            staged.resets(cumulative::BOUNDS_CHANGED),
+            4,
+            "+Inf, 1, sum, count"
         );
     }
 
