@@ -1053,8 +1053,15 @@ fn cluster_labels_reach_a_body_as_declared_parameters_and_an_unknown_one_is_name
         "{}",
         w.csl
     );
-    assert!(!w.csl.contains("eastus"), "values never in the text: {}", w.csl);
-    assert_eq!(w.parameters.get("_region").map(String::as_str), Some("eastus"));
+    assert!(
+        !w.csl.contains("eastus"),
+        "values never in the text: {}",
+        w.csl
+    );
+    assert_eq!(
+        w.parameters.get("_region").map(String::as_str),
+        Some("eastus")
+    );
     assert!(
         !w.parameters.contains_key("_k8s.cluster"),
         "a key that is no identifier is not passed: {:?}",
@@ -1093,4 +1100,99 @@ fn cluster_labels_reach_a_body_as_declared_parameters_and_an_unknown_one_is_name
             && err.contains("(the body may use the parameters _startTime, _endTime, _region)"),
         "{err}"
     );
+}
+
+#[test]
+fn a_rule_read_for_two_exporters_is_queried_once_and_a_failed_exporter_catches_up_then_rejoins() {
+    let mut second = Receiver::start();
+    let s = Setup::new_with(
+        "",
+        "",
+        &format!(
+            "  - name: second\n    otlp:\n      endpoint: {}\n      timeout: 2s\n      retry: {{initialInterval: 50ms, maxInterval: 200ms, maxElapsedTime: 1s}}\n",
+            second.http_endpoint()
+        ),
+    );
+    s.manifest("rule.yaml", RULE);
+    s.manifest(
+        "me.yaml",
+        &SELECTING_EXPORTER.replace("exporters: [sink]", "exporters: [sink, second]"),
+    );
+    let t0 = 1_750_845_600 * TICKS_PER_SECOND;
+    let ingest = |values: std::ops::Range<i64>| {
+        let rows = values
+            .map(|v| row(v, t0 + v * TICKS_PER_SECOND, "a"))
+            .collect();
+        s.server.ingest(DB, TABLE, rows);
+    };
+    ingest(0..5);
+    ok(&s.run_once());
+    assert_eq!(
+        s.server.window_queries().len(),
+        1,
+        "one query for both exporters"
+    );
+    assert_eq!(
+        values(&s.receiver.wait_for_points(5, WAIT)),
+        (0..5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        values(&second.wait_for_points(5, WAIT)),
+        (0..5).collect::<Vec<_>>()
+    );
+
+    // The second exporter is down for a run: the first still gets its rows.
+    second.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    ingest(5..10);
+    let out = s.run_once();
+    assert!(!out.status.success(), "the second exporter's run failed");
+    let windows = s.server.window_queries();
+    assert_eq!(windows.len(), 2, "still one query: {windows:?}");
+    let missed = windows[1].clone();
+    assert_eq!(
+        values(&s.receiver.wait_for_points(10, WAIT)),
+        (0..10).collect::<Vec<_>>()
+    );
+
+    // Back: the second catches up to exactly where the first stands, then
+    // both share the next window again.
+    second.restart();
+    std::thread::sleep(Duration::from_millis(1100));
+    ingest(10..15);
+    ok(&s.run_once());
+    let windows = s.server.window_queries();
+    assert_eq!(
+        windows.len(),
+        4,
+        "the catch-up, then one shared query: {windows:?}"
+    );
+    let (catch_up, shared) = (&windows[2], &windows[3]);
+    assert_eq!(
+        catch_up.parameter_ticks("_from"),
+        missed.parameter_ticks("_from")
+    );
+    assert_eq!(
+        catch_up.parameter_ticks("_to"),
+        missed.parameter_ticks("_to"),
+        "the catch-up stops where the first exporter stands"
+    );
+    assert_eq!(
+        shared.parameter_ticks("_from"),
+        missed.parameter_ticks("_to")
+    );
+    let all: Vec<i64> = (0..15).collect();
+    assert_eq!(
+        values(&s.receiver.wait_for_points(15, WAIT)),
+        all,
+        "each row once"
+    );
+    assert_eq!(
+        values(&second.wait_for_points(15, WAIT)),
+        all,
+        "each row once"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.receiver.points().len(), 15);
+    assert_eq!(second.points().len(), 15);
 }

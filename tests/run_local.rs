@@ -933,7 +933,10 @@ fn resource_attributes_come_from_host_exporter_and_metrics_exporter_in_layers() 
         "  interval: 1m\n",
         "  interval: 1m\n  resourceAttributes: {team: payments, region: spoofed, owner: tenant}\n",
     );
-    s.manifest("all.yaml", &format!("{}---\n{me}", rule("r1", "ns", "a", "T1")));
+    s.manifest(
+        "all.yaml",
+        &format!("{}---\n{me}", rule("r1", "ns", "a", "T1")),
+    );
     s.append("T1", [1, 2]);
     let out = s.run_once();
     ok(&out);
@@ -975,9 +978,15 @@ fn resource_attributes_come_from_host_exporter_and_metrics_exporter_in_layers() 
     // A bad map is refused naming where it is.
     let me = exporter("e2", "ns", "a", "plain", "1m").replace(
         "  interval: 1m\n",
-        &format!("  interval: 1m\n  resourceAttributes: {{big: {}}}\n", "x".repeat(5000)),
+        &format!(
+            "  interval: 1m\n  resourceAttributes: {{big: {}}}\n",
+            "x".repeat(5000)
+        ),
     );
-    s.manifest("all.yaml", &format!("{}---\n{me}", rule("r1", "ns", "a", "T1")));
+    s.manifest(
+        "all.yaml",
+        &format!("{}---\n{me}", rule("r1", "ns", "a", "T1")),
+    );
     let out = s.run_once();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -14,8 +14,8 @@ use super::tenancy::TenancyConfig;
 use crate::discovery::ClusterLabels;
 use crate::discovery::criteria::parse_key_values;
 use crate::export::Resource;
-use crate::export::resource::check_attributes;
 use crate::export::config::ExporterConfig;
+use crate::export::resource::check_attributes;
 use crate::source::kusto::KustoConfig;
 use crate::source::kusto::config::AuthMode;
 use crate::telemetry::scrape_auth::ScrapeToken;
@@ -609,11 +609,23 @@ mod tests {
         let r = &c.resource;
         assert_eq!(r.get("service.name"), Some("adx-mon-metrics-exporter"));
         assert_eq!(r.get("cluster"), Some("c1"));
-        assert_eq!(r.get("region"), Some("file"), "the file's attributes win over labels");
-        assert_eq!(r.get("env"), Some("cli"), "the command line wins over the file");
+        assert_eq!(
+            r.get("region"),
+            Some("file"),
+            "the file's attributes win over labels"
+        );
+        assert_eq!(
+            r.get("env"),
+            Some("cli"),
+            "the command line wins over the file"
+        );
         assert_eq!(r.get("team"), Some("a"));
         // Without includeClusterLabels the labels stay out.
-        std::fs::write(&path, "manifests: m\nsource: {local: {tables: t}}\nclusterLabels: {region: eu}\n").unwrap();
+        std::fs::write(
+            &path,
+            "manifests: m\nsource: {local: {tables: t}}\nclusterLabels: {region: eu}\n",
+        )
+        .unwrap();
         let c = HostConfig::load(&path).unwrap();
         assert_eq!(c.resource.get("region"), None);
         let over = Overrides {
@@ -621,9 +633,20 @@ mod tests {
             ..Overrides::default()
         };
         let e = HostConfig::load_with(&path, &over).unwrap_err();
-        assert!(e.message.contains("--add-resource-attributes `novalue`: write it as key=value"), "{e}");
-        std::fs::write(&path, "manifests: m\nsource: {local: {tables: t}}\nresource: {includeClusterLabel: true}\n").unwrap();
-        assert!(HostConfig::load(&path).is_err(), "a misspelt key is refused");
+        assert!(
+            e.message
+                .contains("--add-resource-attributes `novalue`: write it as key=value"),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            "manifests: m\nsource: {local: {tables: t}}\nresource: {includeClusterLabel: true}\n",
+        )
+        .unwrap();
+        assert!(
+            HostConfig::load(&path).is_err(),
+            "a misspelt key is refused"
+        );
     }
 
     #[test]

@@ -14,9 +14,9 @@ use crate::api::conditions::reason;
 use crate::api::selector::CompiledSelector;
 use crate::api::{MetaExt, MetricsExporter, SummaryRule};
 use crate::config::HostConfig;
-use crate::export::resource::check_attributes;
 use crate::config::tenancy::TenancyError;
 use crate::config::transform_file::{TransformSpec, transform_spec};
+use crate::export::resource::check_attributes;
 use crate::source::local_table;
 
 /// The output table of one matched SummaryRule.

@@ -38,7 +38,10 @@ pub fn check_attributes(attributes: &BTreeMap<String, String>) -> Result<(), Str
             ));
         }
         if key.chars().any(char::is_control) {
-            return Err(format!("`{}`: the key holds a control character", key.escape_debug()));
+            return Err(format!(
+                "`{}`: the key holds a control character",
+                key.escape_debug()
+            ));
         }
         if value.len() > MAX_ATTRIBUTE_VALUE_LEN {
             return Err(format!(

@@ -1,5 +1,7 @@
 //! One pass of one job: the new rows of one rule's table, through one
-//! MetricsExporter's guest, to one exporter, for local tables and ADX alike.
+//! MetricsExporter's guest, to one exporter, for local tables and ADX alike;
+//! jobs of one rule that stand at the same place share the pass (one read,
+//! one transform, a delivery and a commit each; see `fan_out.rs`).
 //!
 //! The pass is a pipeline of three stages joined by channels of one chunk:
 //! the source reads and parses chunk N+1 while the guest transforms chunk N
@@ -57,6 +59,18 @@ pub enum JobError {
     State(#[from] StateError),
     #[error("internal: {0}")]
     Internal(String),
+    /// Another job's failure on the read they share.
+    #[error("{}", .0.message)]
+    Described(Described),
+}
+
+/// What a [`JobError`] says, for the jobs that shared the read it failed.
+#[derive(Debug, Clone)]
+pub struct Described {
+    pub condition_reason: &'static str,
+    pub reason: &'static str,
+    pub retry: RetryClass,
+    pub message: String,
 }
 
 impl From<SourceError> for JobError {
@@ -77,6 +91,16 @@ impl JobError {
             JobError::Transform(_) => reason::TRANSFORM_FAILED,
             JobError::State(_) => reason::COMMIT_FAILED,
             JobError::Export(_) | JobError::Internal(_) => reason::EXPORT_FAILED,
+            JobError::Described(d) => d.condition_reason,
+        }
+    }
+
+    pub fn described(&self) -> Described {
+        Described {
+            condition_reason: self.condition_reason(),
+            reason: self.reason(),
+            retry: self.retry_class(),
+            message: self.to_string(),
         }
     }
 
@@ -87,6 +111,7 @@ impl JobError {
             JobError::Export(e) => e.reason(),
             JobError::State(_) => "state",
             JobError::Internal(_) => "internal",
+            JobError::Described(d) => d.reason,
         }
     }
 }
@@ -99,6 +124,7 @@ impl Classify for JobError {
             JobError::Export(e) => e.retry_class(),
             JobError::State(e) => e.retry_class(),
             JobError::Internal(_) => RetryClass::Retryable,
+            JobError::Described(d) => d.retry,
         }
     }
 }
@@ -118,6 +144,18 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// `other`, a later part of the same job's run, added.
+    pub fn add(&mut self, other: JobReport) {
+        self.rows_read += other.rows_read;
+        self.points_sent += other.points_sent;
+        self.points_rejected += other.points_rejected;
+        for (reason, n) in &other.skipped {
+            self.skip(reason, *n);
+        }
+        self.newest_point = self.newest_point.max(other.newest_point);
+        self.stopped |= other.stopped;
+    }
+
     /// A linear search is enough: the guest's reasons are folded to a few
     /// per guest before they get here (`transform::output_check`).
     fn skip(&mut self, reason: &str, n: u64) {
@@ -171,7 +209,7 @@ impl<'a> Job<'a> {
     }
 
     /// The job's source, positioned at `from`.
-    fn source(&self, from: Progress) -> Result<Source, JobError> {
+    fn source(&self, from: Progress, until: Option<i64>) -> Result<Source, JobError> {
         let shared = self.shared;
         let max_rows = shared.config.max_rows_per_batch;
         match &shared.config.source {
@@ -198,6 +236,7 @@ impl<'a> Job<'a> {
                     config_json: self.plan.transform.config_json.clone(),
                     max_rows,
                     context: self.context(),
+                    until,
                 };
                 Ok(Source::Kusto(Box::new(KustoSource::new(
                     kusto,
@@ -209,12 +248,12 @@ impl<'a> Job<'a> {
         }
     }
 
-    fn count_bad_rows(&self, origin: &str, bad_rows: &[BadRow], report: &mut JobReport) {
+    fn count_bad_rows(&self, origin: &str, bad_rows: &[BadRow]) {
         for bad in bad_rows {
             tracing::warn!(metrics_exporter = %self.plan.key, rule = %self.rule.key, origin, row = bad.row, error = %bad.message, "row skipped");
         }
         if !bad_rows.is_empty() {
-            self.count_skips(INVALID_ROW, bad_rows.len() as u64, report);
+            self.count_skips(INVALID_ROW, bad_rows.len() as u64);
         }
     }
 
@@ -234,9 +273,7 @@ impl<'a> Job<'a> {
             // A scrape store keeps families per MetricsExporter, so it is
             // told whose output this is.
             let result = match self.sink.scrape_store() {
-                Some(store) if skip == 0 => {
-                    store.update_for(&self.plan.key, self.resource, output)
-                }
+                Some(store) if skip == 0 => store.update_for(&self.plan.key, self.resource, output),
                 _ => {
                     recorder.before = total.requests + total.skipped;
                     self.sink
@@ -292,8 +329,7 @@ impl<'a> Job<'a> {
         Ok(total)
     }
 
-    fn count_skips(&self, reason: &str, n: u64, report: &mut JobReport) {
-        report.skip(reason, n);
+    fn count_skips(&self, reason: &str, n: u64) {
         self.shared
             .metrics
             .rows_skipped
@@ -328,26 +364,42 @@ impl<'a> Job<'a> {
             .inc_by(sent);
     }
 
-    /// Counts what one transformed chunk skipped and read.
-    fn count_chunk(&self, t: &Transformed, report: &mut JobReport) {
+    /// Counts what one transformed chunk skipped and read: in the report,
+    /// and in the process's counters and log when `once` (the first job of
+    /// a group; the others read the same rows).
+    fn count_chunk(&self, t: &Transformed, report: &mut JobReport, once: bool) {
         let rows = u64::from(t.rows);
         report.rows_read += rows;
+        for output in &t.outputs {
+            for s in &output.skipped {
+                report.skip(output.skip_reason(s), s.count);
+            }
+        }
+        if !t.bad_rows.is_empty() {
+            report.skip(INVALID_ROW, t.bad_rows.len() as u64);
+        }
+        if !t.poisoned.is_empty() {
+            report.skip(GUEST_LIMIT, t.poisoned.len() as u64);
+        }
+        if !once {
+            return;
+        }
         self.shared
             .metrics
             .rows_read
             .get_or_create(&self.rule_labels())
             .inc_by(rows);
-        self.count_bad_rows(&t.origin, &t.bad_rows, report);
+        self.count_bad_rows(&t.origin, &t.bad_rows);
         for output in &t.outputs {
             for s in &output.skipped {
-                self.count_skips(output.skip_reason(s), s.count, report);
+                self.count_skips(output.skip_reason(s), s.count);
             }
         }
         for (row, error) in &t.poisoned {
             tracing::warn!(metrics_exporter = %self.plan.key, rule = %self.rule.key, origin = %t.origin, row, error = %error, "row skipped: the guest hits a limit on it alone");
         }
         if !t.poisoned.is_empty() {
-            self.count_skips(GUEST_LIMIT, t.poisoned.len() as u64, report);
+            self.count_skips(GUEST_LIMIT, t.poisoned.len() as u64);
         }
         if let Some(pending) = t.pending_bytes {
             self.shared
@@ -359,29 +411,58 @@ impl<'a> Job<'a> {
     }
 }
 
-/// Runs one job until its source is caught up (chunk by chunk), a step
-/// fails, or `stop` says so; `report` says what was done either way.
-pub async fn run_job(job: &Job<'_>, report: &mut JobReport, stop: &Stop) -> Result<(), JobError> {
-    let state = &job.shared.state;
-    // A commit that failed after its delivery lands first: nothing new is
-    // sent for the job before it does.
-    let mut committed = match job.shared.pending_commits.take(&job.key) {
+/// Where a job starts: a commit that failed after its delivery lands
+/// first, so nothing new is sent for the job before it does.
+pub async fn start_progress(job: &Job<'_>, stop: &Stop) -> Result<Progress, JobError> {
+    match job.shared.pending_commits.take(&job.key) {
         Some(pending) => {
             commit(job, pending.clone(), stop).await?;
-            pending
+            Ok(pending)
         }
-        None => state.get(&job.key).unwrap_or_default(),
+        None => Ok(job.shared.state.get(&job.key).unwrap_or_default()),
+    }
+}
+
+/// Runs jobs of one rule and one MetricsExporter that stand at the same
+/// `from` (one per exporter) on one read: the rule's rows are read and
+/// transformed once and each chunk's outputs delivered to every exporter,
+/// each committing its own progress. A job whose delivery or commit fails
+/// drops out and the others go on. `until` (a window end, for ADX) stops
+/// the read there, so a job behind its siblings catches up to them exactly.
+/// Each job's report and result are at its index.
+pub async fn run_group(
+    jobs: &[&Job<'_>],
+    reports: &mut [JobReport],
+    from: &Progress,
+    until: Option<i64>,
+    stop: &Stop,
+) -> Vec<Result<(), JobError>> {
+    let mut results: Vec<Option<Result<(), JobError>>> = jobs.iter().map(|_| None).collect();
+    let Some(lead) = jobs.first() else {
+        return Vec::new();
     };
-    let source = job.source(committed.clone())?;
+    let mut committed: Vec<Progress> = jobs.iter().map(|_| from.clone()).collect();
+    let source = match lead.source(from.clone(), until) {
+        Ok(s) => s,
+        Err(e) => {
+            fail_all(&mut results, e);
+            return finish(results);
+        }
+    };
     let mut chunks = stages::start(
         source,
-        job.guest.clone(),
-        job.plan.transform.config_json.clone(),
+        lead.guest.clone(),
+        lead.plan.transform.config_json.clone(),
     );
-    let shape = job.sink.shape_key();
-    let prefix = job.shared.config.metric_name_prefix.as_deref();
+    let prefix = lead.shared.config.metric_name_prefix.as_deref();
     while let Some(transformed) = chunks.next().await {
-        let mut t = transformed?;
+        let mut t = match transformed {
+            Ok(t) => t,
+            Err(e) => {
+                fail_all(&mut results, e);
+                break;
+            }
+        };
         if let Some(prefix) = prefix {
             for output in &mut t.outputs {
                 for metric in &mut output.metrics {
@@ -390,63 +471,128 @@ pub async fn run_job(job: &Job<'_>, report: &mut JobReport, stop: &Stop) -> Resu
             }
         }
         if stop.now() {
-            report.stopped = true;
-            return Ok(());
+            for r in reports.iter_mut() {
+                r.stopped = true;
+            }
+            break;
         }
-        job.count_chunk(&t, report);
-        if t.outputs.iter().any(|o| o.point_count() > 0) {
-            // The host's prefix and the resource change the requests as the
-            // guest's configuration does.
-            let key = output_key(
-                job.guest,
-                &format!(
-                    "{}\n{}\n{}",
-                    prefix.unwrap_or_default(),
-                    job.resource.key_text(),
-                    job.plan.transform.config_json
-                ),
-                &shape,
-                &t.rows_key,
-                &t.split,
-            );
-            let skip = committed
-                .partial
-                .as_ref()
-                .filter(|p| t.at.is(p) && p.output_key == key)
-                .map_or(0, |p| p.requests);
-            let mut recorder = RecordAccepted {
-                job,
-                committed: &committed,
-                at: &t.at,
-                output_key: &key,
-                before: 0,
-                stop,
-            };
-            if let Err(e) = job.deliver(&t.outputs, skip, report, &mut recorder).await {
-                let stopped =
-                    matches!(&e, JobError::Export(x) if matches!(x.kind, ErrorKind::Stopped));
-                if let JobError::Export(export) = &e
-                    && export.delivered.requests > skip
-                {
-                    let mut keep = committed.clone();
-                    keep.partial = Some(t.at.partial(export.delivered.requests, key));
-                    commit(job, keep, stop).await?;
-                }
-                if stopped {
-                    report.stopped = true;
-                    return Ok(());
-                }
-                return Err(e);
+        // Rows are read once for all: the process's counters count them
+        // once, each job's report says what its run handled.
+        let mut counted = false;
+        for (i, job) in jobs.iter().enumerate() {
+            if results[i].is_none() {
+                job.count_chunk(&t, &mut reports[i], !counted);
+                counted = true;
             }
         }
-        commit(job, t.next.clone(), stop).await?;
-        committed = t.next;
+        let deliveries = jobs
+            .iter()
+            .zip(reports.iter_mut())
+            .zip(committed.iter_mut())
+            .zip(results.iter_mut())
+            .filter(|(_, result)| result.is_none())
+            .map(|(((job, report), committed), result)| {
+                let t = &t;
+                async move {
+                    match deliver_chunk(job, t, committed, report, stop).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            report.stopped = true;
+                            *result = Some(Ok(()));
+                        }
+                        Err(e) => *result = Some(Err(e)),
+                    }
+                }
+            });
+        futures::future::join_all(deliveries).await;
+        if results.iter().all(Option::is_some) {
+            break;
+        }
         if stop.draining() {
-            report.stopped = true;
-            return Ok(());
+            for (r, result) in reports.iter_mut().zip(&results) {
+                if result.is_none() {
+                    r.stopped = true;
+                }
+            }
+            break;
         }
     }
-    Ok(())
+    finish(results)
+}
+
+/// A read or guest failure fails every job still running on it: the first
+/// gets the error, the others its description.
+fn fail_all(results: &mut [Option<Result<(), JobError>>], e: JobError) {
+    let copy = e.described();
+    let mut original = Some(e);
+    for r in results.iter_mut().filter(|r| r.is_none()) {
+        *r = Some(Err(original
+            .take()
+            .unwrap_or_else(|| JobError::Described(copy.clone()))));
+    }
+}
+
+fn finish(results: Vec<Option<Result<(), JobError>>>) -> Vec<Result<(), JobError>> {
+    results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+}
+
+/// Delivers one chunk's outputs for one job and commits where it got:
+/// `Ok(true)` to go on, `Ok(false)` when told to stop now (what was
+/// accepted recorded).
+async fn deliver_chunk(
+    job: &Job<'_>,
+    t: &Transformed,
+    committed: &mut Progress,
+    report: &mut JobReport,
+    stop: &Stop,
+) -> Result<bool, JobError> {
+    if t.outputs.iter().any(|o| o.point_count() > 0) {
+        // The host's prefix and the resource change the requests as the
+        // guest's configuration does.
+        let prefix = job.shared.config.metric_name_prefix.as_deref();
+        let key = output_key(
+            job.guest,
+            &format!(
+                "{}\n{}\n{}",
+                prefix.unwrap_or_default(),
+                job.resource.key_text(),
+                job.plan.transform.config_json
+            ),
+            &job.sink.shape_key(),
+            &t.rows_key,
+            &t.split,
+        );
+        let skip = committed
+            .partial
+            .as_ref()
+            .filter(|p| t.at.is(p) && p.output_key == key)
+            .map_or(0, |p| p.requests);
+        let mut recorder = RecordAccepted {
+            job,
+            committed: &*committed,
+            at: &t.at,
+            output_key: &key,
+            before: 0,
+            stop,
+        };
+        if let Err(e) = job.deliver(&t.outputs, skip, report, &mut recorder).await {
+            let stopped = matches!(&e, JobError::Export(x) if matches!(x.kind, ErrorKind::Stopped));
+            if let JobError::Export(export) = &e
+                && export.delivered.requests > skip
+            {
+                let mut keep = committed.clone();
+                keep.partial = Some(t.at.partial(export.delivered.requests, key));
+                commit(job, keep, stop).await?;
+            }
+            if stopped {
+                return Ok(false);
+            }
+            return Err(e);
+        }
+    }
+    commit(job, t.next.clone(), stop).await?;
+    *committed = t.next.clone();
+    Ok(true)
 }
 
 /// Commits durably, retrying a failure that may pass (a full disk, an API

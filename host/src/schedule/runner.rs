@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use super::fan_out::run_rule;
 use super::guests::GuestCache;
-use super::job::{Job, JobReport, run_job};
+use super::job::{Job, JobReport};
 use super::leases::Fence;
 use super::stop::{Stop, StopHandle, StopLevel, stop_pair};
 use crate::config::HostConfig;
 use crate::discovery::{Catalog, ExportPlan, ManifestFolder, plan};
 use crate::export::{Resource, Sink};
-use crate::source::kusto::windows::KustoRuntime;
 use crate::source::kusto::kql::LabelParameters;
+use crate::source::kusto::windows::KustoRuntime;
 use crate::source::kusto::{KustoClient, auth};
 use crate::state::file::FileStore;
 use crate::state::status::{RunSummary, StatusStore};
@@ -239,54 +240,68 @@ impl Runner {
         }
         let mut jobs = tokio::task::JoinSet::new();
         for rule in &plan.rules {
+            // One task per rule: its exporters share reads (`fan_out`).
+            let mut targets = Vec::new();
             for sink_name in &plan.sinks {
-                let (Some(sink), Some(resource)) =
-                    (shared.sinks.get(sink_name).cloned(), shared.resources.get(sink_name))
-                else {
+                let (Some(sink), Some(resource)) = (
+                    shared.sinks.get(sink_name).cloned(),
+                    shared.resources.get(sink_name),
+                ) else {
                     continue; // checked when planning
                 };
                 // Keys the platform sets were left out when planning.
                 let resource = Arc::new(resource.with_tenant(&plan.resource_attributes).0);
-                let (shared, plan, rule, sink_name, guest, requirements, stop) = (
-                    shared.clone(),
-                    plan.clone(),
-                    rule.clone(),
-                    sink_name.clone(),
-                    guest.clone(),
-                    requirements.clone(),
-                    stop.clone(),
-                );
-                jobs.spawn(async move {
-                    // The semaphore is never closed.
-                    let _turn = shared.jobs.clone().acquire_owned().await.ok();
-                    let t = Instant::now();
-                    let mut report = JobReport::default();
-                    let job = Job {
+                targets.push((sink_name.clone(), sink, resource));
+            }
+            let (shared, plan, rule, guest, requirements, stop) = (
+                shared.clone(),
+                plan.clone(),
+                rule.clone(),
+                guest.clone(),
+                requirements.clone(),
+                stop.clone(),
+            );
+            jobs.spawn(async move {
+                // The semaphore is never closed.
+                let _turn = shared.jobs.clone().acquire_owned().await.ok();
+                let t = Instant::now();
+                let rule_jobs: Vec<Job<'_>> = targets
+                    .iter()
+                    .map(|(sink_name, sink, resource)| Job {
                         shared: &shared,
                         plan: &plan,
                         rule: &rule,
-                        sink_name: &sink_name,
-                        sink: &sink,
-                        resource: &resource,
+                        sink_name,
+                        sink,
+                        resource,
                         guest: &guest,
                         requirements: &requirements,
-                        key: job_key(&plan.key, &rule.key, &sink_name),
-                    };
-                    let result = run_job(&job, &mut report, &stop).await;
-                    log_job(&plan, &rule.key, &sink_name, &report, &result, t.elapsed());
-                    let failure = result.err().map(|e| (e.condition_reason(), e.to_string()));
-                    (report, failure)
-                });
-            }
+                        key: job_key(&plan.key, &rule.key, sink_name),
+                    })
+                    .collect();
+                let outcomes = run_rule(&rule_jobs, &stop).await;
+                let took = t.elapsed();
+                outcomes
+                    .into_iter()
+                    .zip(&targets)
+                    .map(|((report, result), (sink_name, _, _))| {
+                        log_job(&plan, &rule.key, sink_name, &report, &result, took);
+                        let failure = result.err().map(|e| (e.condition_reason(), e.to_string()));
+                        (report, failure)
+                    })
+                    .collect::<Vec<_>>()
+            });
         }
         while let Some(done) = jobs.join_next().await {
             match done {
-                Ok((report, failure)) => {
-                    summary.rows_read += report.rows_read;
-                    summary.points_sent += report.points_sent;
-                    summary.rows_skipped += report.skipped.iter().map(|(_, n)| n).sum::<u64>();
-                    summary.newest_point = summary.newest_point.max(report.newest_point);
-                    summary.failures.extend(failure);
+                Ok(outcomes) => {
+                    for (report, failure) in outcomes {
+                        summary.rows_read += report.rows_read;
+                        summary.points_sent += report.points_sent;
+                        summary.rows_skipped += report.skipped.iter().map(|(_, n)| n).sum::<u64>();
+                        summary.newest_point = summary.newest_point.max(report.newest_point);
+                        summary.failures.extend(failure);
+                    }
                 }
                 Err(e) => summary.failures.push((
                     crate::api::conditions::reason::EXPORT_FAILED,

@@ -308,7 +308,10 @@ mod tests {
             p.usable,
             vec![
                 ("_env".to_string(), "prod".to_string()),
-                ("_region".to_string(), "east'us\"; .drop table T".to_string())
+                (
+                    "_region".to_string(),
+                    "east'us\"; .drop table T".to_string()
+                )
             ]
         );
         assert_eq!(p.unusable, vec!["k8s.cluster", "startTime"]);

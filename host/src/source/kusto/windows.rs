@@ -73,6 +73,9 @@ pub struct Target {
     pub config_json: String,
     pub max_rows: usize,
     pub context: BatchContext,
+    /// Read no window past this end (ticks): a job catching up to its
+    /// siblings stops where they stand, so they can share reads again.
+    pub until: Option<i64>,
 }
 
 pub struct KustoSource {
@@ -277,7 +280,7 @@ impl KustoSource {
         let now = self.now?;
         let interval = ticks(self.target.interval);
         let mut settle = ticks(config.settle_delay);
-        match self.by.as_ref().and_then(Option::as_ref) {
+        let next = match self.by.as_ref().and_then(Option::as_ref) {
             None => next_aligned_window(self.cursor, now, settle, interval),
             Some(by) => {
                 if let WindowColumn::Timestamp(_) = by {
@@ -286,6 +289,16 @@ impl KustoSource {
                 next_ingestion_window(self.cursor, now, settle, interval, ticks(config.max_window))
                     .map(|w| w.limit(self.span))
             }
+        }?;
+        match self.target.until {
+            Some(until) if next.start >= until => None,
+            // Aligned windows end on the interval, and so does a sibling's
+            // cursor: the cut keeps them aligned.
+            Some(until) => Some(Window {
+                start: next.start,
+                end: next.end.min(until),
+            }),
+            None => Some(next),
         }
     }
 
