@@ -195,6 +195,29 @@ fn the_schemas_refuse_what_the_api_server_should() {
     module["spec"]["transform"]["module"] =
         serde_json::json!({"oci": {"ref": "r/x:1", "digest": "sha256:abc"}});
     assert!(!problems(&module).is_empty(), "a digest is 64 hex digits");
+    let labels = |v: Value| {
+        with(
+            "/spec/transform",
+            serde_json::json!({"valueColumn": "v", "labelColumns": v}),
+        )
+    };
+    let both = serde_json::json!(["host", {"column": "Properties", "expand": true, "prefix": "p_", "maxKeys": 8}]);
+    let found = labels(both);
+    assert!(found.is_empty(), "{found:?}");
+    for bad in [
+        serde_json::json!([3]),
+        serde_json::json!([{"column": "Properties"}]),
+        serde_json::json!([{"column": "Properties", "expand": false}]),
+        serde_json::json!([{"expand": true}]),
+    ] {
+        let found = labels(bad.clone());
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("each labelColumns entry is a column name")),
+            "{bad}: {found:?}"
+        );
+    }
     let rule: Value = serde_yaml::from_str(
         "apiVersion: adx-mon.azure.com/v1\nkind: SummaryRule\nmetadata: {name: r}\nspec: {database: D, table: T, interval: 5m}\n",
     )

@@ -995,3 +995,71 @@ fn resource_attributes_come_from_host_exporter_and_metrics_exporter_in_layers() 
         "{err}"
     );
 }
+
+#[test]
+fn a_property_bag_reaches_the_receiver_as_labels() {
+    let receiver = Receiver::start();
+    let s = Setup::new(&otlp("sink", &receiver.http_endpoint(), ""));
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "sink", "1m").replace(
+                "labelColumns: [host]",
+                "labelColumns: [host, {column: props, expand: true, prefix: p_, maxKeys: 4}]",
+            )
+        ),
+    );
+    std::fs::write(
+        s.path("tables/DB/T1.csv"),
+        "metric_name:string,v:long,t:datetime,host:string,props:dynamic\n\
+         m,1,2025-06-25T10:00:01Z,h1,\"{\"\"zone\"\": \"\"eu-1\"\", \"\"pod.name\"\": \"\"api-7\"\", \"\"n\"\": 2}\"\n\
+         m,2,2025-06-25T10:00:02Z,h2,\"[\"\"not\"\", \"\"an object\"\"]\"\n\
+         m,3,2025-06-25T10:00:03Z,h3,\n",
+    )
+    .unwrap();
+    let out = s.run_once();
+    ok(&out);
+    let points = receiver.wait_for_points(2, Duration::from_secs(10));
+    assert_eq!(
+        values(&points),
+        [1, 3],
+        "the row whose bag is an array is skipped"
+    );
+    let attrs = |v: &str| -> Vec<(String, String)> {
+        let p = points.iter().find(|p| p["asInt"] == v).unwrap();
+        p["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["key"].as_str().unwrap().to_string(),
+                    a["value"]["stringValue"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let owned = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        attrs("1"),
+        owned(&[
+            ("host", "h1"),
+            ("p_n", "2"),
+            ("p_pod_name", "api-7"),
+            ("p_zone", "eu-1")
+        ])
+    );
+    assert_eq!(
+        attrs("3"),
+        owned(&[("host", "h3")]),
+        "a null bag adds nothing"
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("dynamic-not-object=1"), "{log}");
+}

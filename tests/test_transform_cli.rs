@@ -444,3 +444,225 @@ fn expect_fails_with_each_difference_named() {
         "{stderr}"
     );
 }
+
+/// A point's attributes as (key, string value), in order.
+fn attributes(point: &Value) -> Vec<(String, String)> {
+    point["attributes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            (
+                a["key"].as_str().unwrap().to_string(),
+                a["value"]["stringValue"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn dynamic_labels_example_expands_the_property_bag() {
+    let out = test_transform(&[
+        "-t",
+        "examples/dynamic-labels/metricsexporter.yaml",
+        "-i",
+        "examples/dynamic-labels/rows.jsonl",
+    ]);
+    let json = stdout_json(&out);
+    assert_eq!(json, expected("dynamic-labels"));
+    let points = json["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"]
+        .as_array()
+        .unwrap();
+    assert_eq!(points.len(), 2, "{points:?}");
+    // Keys sanitized under the prefix and sorted by name, nested values as
+    // compact JSON text, numbers and booleans as their JSON text, the null
+    // `owner` left out; the plain label first, as listed.
+    assert_eq!(
+        attributes(&points[0]),
+        pairs(&[
+            ("ServiceName", "checkout"),
+            ("props_build", r#"{"sha":"ab12","dirty":false}"#),
+            ("props_canary", "true"),
+            ("props_pod_name", "checkout-7f9"),
+            ("props_zone", "eu-west-1a"),
+        ])
+    );
+    // The same keys written in another order come out in the same order.
+    assert_eq!(
+        attributes(&points[1]),
+        pairs(&[
+            ("ServiceName", "checkout"),
+            ("props_pod_name", "checkout-2c4"),
+            ("props_replicas", "3"),
+            ("props_zone", "eu-west-1b"),
+        ])
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("rows skipped: 1\n  dynamic-not-object: 1 (first at row 2, 0-based)"),
+        "{summary}"
+    );
+}
+
+/// `rows` (JSON Lines) through the default transform with `labels`.
+fn expand_on(dir: &Path, labels: &str, extra: &str, rows: &str) -> Output {
+    let transform = write(
+        dir,
+        "t.yaml",
+        &format!(
+            "transform:\n  defaultMetricName: m\n  valueColumn: v\n  timestampColumn: t\n  labelColumns: {labels}\n{extra}"
+        ),
+    );
+    let input = write(dir, "rows.jsonl", rows);
+    test_transform(&["-t", &transform, "-i", &input, "--compact"])
+}
+
+#[test]
+fn expanded_labels_are_capped_per_row_and_per_batch_and_collisions_skip_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        r#"{"a": 1, "b": 2}"#,         // 0: names a, b
+        r#"{"a": 1, "b": 2, "c": 3}"#, // 1: 3 labels, maxKeys 2
+        r#"{"c": "x", "gone": null}"#, // 2: name c: 3 names now
+        r#"{"d": 1}"#,                 // 3: a 4th name, over maxExpandedLabels
+        r#"{"c": 6, "a": 5}"#,         // 4: names already seen
+        r#"[1, 2]"#,                   // 5: not an object
+        r#"{"x.y": 1, "x_y": 2}"#,     // 6: both are label x_y
+        r#"{"host": "z"}"#,            // 7: the label column's name
+        r#"{"team": "q"}"#,            // 8: a constant label's name
+        r#"null"#,                     // 9: no bag: the plain labels only
+    ];
+    let mut text = String::new();
+    for (i, bag) in rows.iter().enumerate() {
+        text.push_str(&format!(
+            "{{\"v\": {i}, \"t\": \"2025-06-25T10:00:{i:02}Z\", \"host\": \"h\", \"P\": {bag}}}\n"
+        ));
+    }
+    // A string in a dynamic column arrives as its text, which is not JSON.
+    text.push_str(r#"{"v": 10, "t": "2025-06-25T10:00:10Z", "host": "h", "P": "plain text"}"#);
+    text.push('\n');
+    let out = expand_on(
+        dir.path(),
+        "[host, {column: P, expand: true, maxKeys: 2}]",
+        "  constantLabels: {team: t}\n  maxExpandedLabels: 3\n",
+        &text,
+    );
+    let json = stdout_json(&out);
+    let points = json["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"]
+        .as_array()
+        .unwrap();
+    let by_value: Vec<(String, Vec<(String, String)>)> = points
+        .iter()
+        .map(|p| (p["asInt"].as_str().unwrap().to_string(), attributes(p)))
+        .collect();
+    let labels = |list: &[(&str, &str)]| pairs(list);
+    assert_eq!(
+        by_value,
+        [
+            (
+                "0".to_string(),
+                labels(&[("host", "h"), ("a", "1"), ("b", "2"), ("team", "t")])
+            ),
+            (
+                "2".to_string(),
+                labels(&[("host", "h"), ("c", "x"), ("team", "t")])
+            ),
+            (
+                "4".to_string(),
+                labels(&[("host", "h"), ("a", "5"), ("c", "6"), ("team", "t")])
+            ),
+            ("9".to_string(), labels(&[("host", "h"), ("team", "t")])),
+        ]
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "rows skipped: 7\n",
+        "  too-many-keys: 1 (first at row 1, 0-based)",
+        "  too-many-label-names: 1 (first at row 3, 0-based)",
+        "  dynamic-not-object: 1 (first at row 5, 0-based)",
+        "  label-collision: 3 (first at row 6, 0-based)",
+        "  dynamic-not-json: 1 (first at row 10, 0-based)",
+    ] {
+        assert!(summary.contains(line), "{line:?} not in:\n{summary}");
+    }
+}
+
+#[test]
+fn two_bags_giving_one_name_skip_the_row_and_a_prefix_keeps_them_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "{\"v\": 1, \"t\": \"2025-06-25T10:00:00Z\", \"P\": {\"k\": \"1\"}, \"Q\": {\"p_k\": \"2\"}}\n\
+                {\"v\": 2, \"t\": \"2025-06-25T10:00:01Z\", \"P\": {\"k\": \"1\"}, \"Q\": {\"other\": \"2\"}}\n";
+    let out = expand_on(
+        dir.path(),
+        "[{column: P, expand: true, prefix: p_}, {column: Q, expand: true}]",
+        "",
+        rows,
+    );
+    let json = stdout_json(&out);
+    let points =
+        &json["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"];
+    assert_eq!(points.as_array().map_or(0, Vec::len), 1, "{points}");
+    assert_eq!(
+        attributes(&points[0]),
+        pairs(&[("p_k", "1"), ("other", "2")])
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.contains("label-collision: 1 (first at row 0, 0-based)"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn bad_expanding_entries_are_refused_naming_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rows = "{\"v\": 1, \"t\": \"2025-06-25T10:00:00Z\", \"host\": \"h\", \"P\": {\"k\": 1}}\n";
+    for (labels, wanted) in [
+        (
+            "[host, {column: P, expand: true, prefx: p_}]",
+            "labelColumns[1] has an unknown key `prefx`",
+        ),
+        (
+            "[host, {column: P}]",
+            "labelColumns[1] needs `expand: true`",
+        ),
+        (
+            "[host, {column: P, expand: true, maxKeys: 1000}]",
+            "labelColumns[1]: maxKeys is 1000; it must be a whole number from 1 to 256",
+        ),
+        (
+            "[host, {column: P, expand: true, prefix: 9p}]",
+            "labelColumns[1]: prefix `9p` starts with a digit",
+        ),
+    ] {
+        let out = expand_on(d, labels, "", rows);
+        assert!(!out.status.success(), "{labels} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(wanted), "{labels}: {err}");
+    }
+    // The guest declares the column `dynamic`: a string column is refused
+    // before the guest sees it.
+    let transform = write(
+        d,
+        "t.yaml",
+        "transform:\n  defaultMetricName: m\n  valueColumn: v\n  timestampColumn: t\n  labelColumns: [{column: P, expand: true}]\n",
+    );
+    let csv = write(
+        d,
+        "rows.csv",
+        "v:long,t:datetime,P:string\n1,2025-06-25T10:00:00Z,x\n",
+    );
+    let err = failure(&["-t", &transform, "-i", &csv]);
+    assert!(
+        err.contains("column `P` is string, the transform accepts dynamic"),
+        "{err}"
+    );
+}

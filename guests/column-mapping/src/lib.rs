@@ -3,19 +3,22 @@
 //! One OTLP metric per distinct name, with all rows of that name as its data
 //! points. Integer value columns become integer points (exact beyond 2^53),
 //! real and decimal columns become doubles. Label columns become string
-//! attributes in the order they are listed; a null label is left out. Rows
-//! whose value or timestamp is unusable are skipped and counted by reason,
+//! attributes in the order they are listed; a null label is left out. An
+//! expanding entry turns a `dynamic` property bag into one label per key
+//! ([`expand`]), sorted by name, in its entry's place. Rows whose value,
+//! timestamp or property bag is unusable are skipped and counted by reason,
 //! never exported as zero.
 
 mod config;
+pub mod expand;
 
-use config::{Config, Kind, TemporalityConfig, VALUE_TYPES};
+use config::{Config, Kind, LabelEntry, TemporalityConfig, VALUE_TYPES};
 use kusto_metrics_guest::{
     AttributeSetBuilder, AttributeValue, Batch, Column, ColumnExt, ColumnValues, ConfigError,
     KustoType, Metric, MetricData, NumberPoints, NumberValues, Output, OutputBuilder, Requirements,
     SkipCounter, SumData, Temporality, Text, TextDictionary, TransformError, ticks_to_unix_nanos,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Skip reasons, as they appear in the host's counters.
 pub mod reason {
@@ -25,6 +28,19 @@ pub mod reason {
     pub const NULL_TIMESTAMP: &str = "null-timestamp";
     pub const TIMESTAMP_OUT_OF_RANGE: &str = "timestamp-out-of-range";
     pub const NO_METRIC_NAME: &str = "no-metric-name";
+    /// An expanded property bag that is not JSON.
+    pub const DYNAMIC_NOT_JSON: &str = "dynamic-not-json";
+    /// An expanded property bag that is JSON but not an object.
+    pub const DYNAMIC_NOT_OBJECT: &str = "dynamic-not-object";
+    /// A property bag with more labels than its entry's `maxKeys`.
+    pub const TOO_MANY_KEYS: &str = "too-many-keys";
+    /// Two labels of one row with the same name: two keys that sanitize
+    /// alike, or an expanded key meeting a label column, a constant label or
+    /// another bag's key.
+    pub const LABEL_COLLISION: &str = "label-collision";
+    /// A row whose expanded labels would take the batch past
+    /// `maxExpandedLabels` distinct names.
+    pub const TOO_MANY_LABEL_NAMES: &str = "too-many-label-names";
 }
 
 pub struct ColumnMapping;
@@ -94,6 +110,57 @@ enum LabelSource<'a> {
     },
     /// Numbers, datetimes, booleans: rendered as text per row.
     Rendered,
+    /// An expanding entry: many labels from one property bag.
+    Expanded(Bags<'a>),
+}
+
+/// An expanding entry's property bags, each distinct text parsed once.
+struct Bags<'a> {
+    text: Text<'a>,
+    prefix: &'a str,
+    max_keys: usize,
+    /// Bag index by dictionary index, when the column has a dictionary.
+    by_code: Vec<u32>,
+    by_text: FxHashMap<&'a str, u32>,
+    /// Interned (name, value) pairs sorted by name, or the skip reason of
+    /// every row holding the bag.
+    parsed: Vec<Result<Vec<(u32, u32)>, &'static str>>,
+    /// The bag of the row being mapped; `None` for a null cell.
+    current: Option<u32>,
+}
+
+impl<'a> Bags<'a> {
+    /// The bag of `row`, parsed the first time its text is seen.
+    fn resolve(&mut self, row: usize, out: &mut OutputBuilder) -> u32 {
+        let dictionary = self.text.dictionary();
+        let code = dictionary.and_then(|d| d.indices.get(row).copied());
+        let cached = match code {
+            Some(c) => self.by_code.get(c as usize).copied(),
+            None => self.by_text.get(self.text.get(row)).copied(),
+        };
+        if let Some(i) = cached.filter(|&i| i != UNSET) {
+            return i;
+        }
+        let text = match (dictionary, code) {
+            (Some(d), Some(c)) => d.values.get(c as usize),
+            _ => self.text.get(row),
+        };
+        let parsed = expand::labels(text, self.prefix, self.max_keys).map(|pairs| {
+            pairs
+                .iter()
+                .map(|(name, value)| (out.intern(name), out.intern(value)))
+                .collect()
+        });
+        let i = self.parsed.len() as u32;
+        self.parsed.push(parsed);
+        match code.and_then(|c| self.by_code.get_mut(c as usize)) {
+            Some(slot) => *slot = i,
+            None => {
+                self.by_text.insert(text, i);
+            }
+        }
+        i
+    }
 }
 
 struct LabelColumn<'a> {
@@ -168,6 +235,16 @@ struct Mapping<'a> {
     labels: Vec<LabelColumn<'a>>,
     /// `constantLabels`, interned: (key, value).
     constants: Vec<(u32, u32)>,
+    /// Whether an entry expands a property bag.
+    expands: bool,
+    /// Names an expanded label may not have: the label columns' and the
+    /// constant labels'.
+    reserved: FxHashSet<u32>,
+    /// Expanded label names given so far in this batch, and the cap.
+    expanded_names: FxHashSet<u32>,
+    expanded_cap: usize,
+    /// The expanded names of the row being mapped.
+    row_names: Vec<u32>,
     combinations: Option<Combinations>,
     out: OutputBuilder,
     metrics: Vec<MetricBuilder>,
@@ -268,8 +345,34 @@ impl<'a> Mapping<'a> {
             });
         }
         let mut labels = Vec::new();
-        for name in &config.label_columns {
+        for entry in &config.label_columns {
+            let name = entry.column();
             let column = batch.column(name)?;
+            if let LabelEntry::Expand(e) = entry {
+                let text = match column.text() {
+                    Some(text) if column.kusto_type == KustoType::Dynamic => text,
+                    _ => {
+                        return Err(type_error(
+                            column,
+                            "an expanding label column must be dynamic",
+                        ));
+                    }
+                };
+                labels.push(LabelColumn {
+                    column,
+                    key: UNSET,
+                    source: LabelSource::Expanded(Bags {
+                        text,
+                        prefix: &e.prefix,
+                        max_keys: e.max_keys,
+                        by_code: vec![UNSET; text.dictionary().map_or(0, |d| d.values.len())],
+                        by_text: FxHashMap::default(),
+                        parsed: Vec::new(),
+                        current: None,
+                    }),
+                });
+                continue;
+            }
             let source = match column.text() {
                 Some(text) => match text.dictionary() {
                     Some(dict) => LabelSource::Dictionary {
@@ -289,15 +392,29 @@ impl<'a> Mapping<'a> {
                 source,
             });
         }
-        let constants = config
+        let constants: Vec<(u32, u32)> = config
             .constant_labels
             .iter()
             .map(|(k, v)| (out.intern(k), out.intern(v)))
+            .collect();
+        let expands = labels
+            .iter()
+            .any(|l| matches!(l.source, LabelSource::Expanded(_)));
+        let reserved = labels
+            .iter()
+            .filter(|l| !matches!(l.source, LabelSource::Expanded(_)))
+            .map(|l| l.key)
+            .chain(constants.iter().map(|c| c.0))
             .collect();
         let rows = batch.row_count as usize;
         Ok(Mapping {
             config,
             constants,
+            expands,
+            reserved,
+            expanded_names: FxHashSet::default(),
+            expanded_cap: config.expanded_label_cap(),
+            row_names: Vec::new(),
             rows,
             names,
             default_name: config.default_metric_name.as_deref().unwrap_or(""),
@@ -338,7 +455,13 @@ impl<'a> Mapping<'a> {
                 self.skips.skip(reason::NO_METRIC_NAME, row);
                 continue;
             }
-            let attrs = self.attribute_set(row, &mut set, &mut scratch);
+            let attrs = match self.attribute_set(row, &mut set, &mut scratch) {
+                Ok(attrs) => attrs,
+                Err(reason) => {
+                    self.skips.skip(reason, row);
+                    continue;
+                }
+            };
             for v in 0..self.values.len() {
                 let Some(value) = self.value(v, row) else {
                     continue;
@@ -467,25 +590,29 @@ impl<'a> Mapping<'a> {
         i
     }
 
+    /// The row's attribute set, or the reason the row is skipped.
     #[inline]
     fn attribute_set(
         &mut self,
         row: usize,
         set: &mut AttributeSetBuilder,
         scratch: &mut String,
-    ) -> u32 {
+    ) -> Result<u32, &'static str> {
+        if self.expands {
+            self.check_expanded(row)?;
+        }
         let Some(combination) = self.combination(row) else {
-            return self.build_attribute_set(row, set, scratch);
+            return Ok(self.build_attribute_set(row, set, scratch));
         };
         let Some(combinations) = &self.combinations else {
-            return self.build_attribute_set(row, set, scratch);
+            return Ok(self.build_attribute_set(row, set, scratch));
         };
         let known = match &combinations.sets {
             CombinationTable::Direct(slots) => slots.get(combination as usize).copied(),
             CombinationTable::Hashed(map) => map.get(&combination).copied(),
         };
         if let Some(set) = known.filter(|&s| s != UNSET) {
-            return set;
+            return Ok(set);
         }
         // A combination of dictionary indices names one attribute set, so a
         // combination not seen before is a set not seen before.
@@ -503,7 +630,49 @@ impl<'a> Mapping<'a> {
                 }
             }
         }
-        index
+        Ok(index)
+    }
+
+    /// Resolves the row's property bags and refuses the row when they
+    /// cannot all be labels: a bag refused as such, a name met twice in the
+    /// row or reserved, or too many distinct names in the batch. Never
+    /// lets one label overwrite another.
+    fn check_expanded(&mut self, row: usize) -> Result<(), &'static str> {
+        self.row_names.clear();
+        for label in &mut self.labels {
+            let LabelSource::Expanded(bags) = &mut label.source else {
+                continue;
+            };
+            bags.current = None;
+            if !label.column.is_valid(row) {
+                continue;
+            }
+            let i = bags.resolve(row, &mut self.out);
+            bags.current = Some(i);
+            match bags.parsed.get(i as usize) {
+                Some(Ok(pairs)) => self.row_names.extend(pairs.iter().map(|p| p.0)),
+                Some(Err(reason)) => return Err(reason),
+                None => {}
+            }
+        }
+        if self.row_names.iter().any(|n| self.reserved.contains(n)) {
+            return Err(reason::LABEL_COLLISION);
+        }
+        // Each bag's names are distinct already; two bags may share one.
+        self.row_names.sort_unstable();
+        if self.row_names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(reason::LABEL_COLLISION);
+        }
+        let new = self
+            .row_names
+            .iter()
+            .filter(|n| !self.expanded_names.contains(n))
+            .count();
+        if self.expanded_names.len() + new > self.expanded_cap {
+            return Err(reason::TOO_MANY_LABEL_NAMES);
+        }
+        self.expanded_names.extend(self.row_names.iter().copied());
+        Ok(())
     }
 
     /// The row's combination of label codes, when every label column is
@@ -575,6 +744,15 @@ impl<'a> Mapping<'a> {
                 LabelSource::Rendered => {
                     label.column.render(row, scratch);
                     self.out.intern(scratch)
+                }
+                LabelSource::Expanded(bags) => {
+                    if let Some(Ok(pairs)) = bags.current.and_then(|i| bags.parsed.get(i as usize))
+                    {
+                        for &(name, value) in pairs {
+                            set.push(name, AttributeValue::Str(value));
+                        }
+                    }
+                    continue;
                 }
             };
             set.push(label.key, AttributeValue::Str(value));

@@ -118,10 +118,20 @@ struct TransformSchema {
     timestamp_column: Option<String>,
     /// A datetime column: the point's start time.
     start_timestamp_column: Option<String>,
-    /// Columns that become attributes, in this order.
-    label_columns: Option<Vec<String>>,
+    /// Columns that become attributes, in this order: a column name, or
+    /// `{column, expand: true, prefix, maxKeys}` to turn a dynamic column's
+    /// property bag into one label per key.
+    #[schemars(length(max = 256), extend("x-kubernetes-validations" = [{
+        "rule": LABEL_COLUMN_RULE,
+        "message": "each labelColumns entry is a column name or {column: <dynamic column>, expand: true, prefix, maxKeys}",
+    }]))]
+    label_columns: Option<Vec<LabelColumn>>,
     /// Attributes every point gets (not also a label column).
     constant_labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Distinct label names the expanding labelColumns entries may give in
+    /// one batch (default 128, at most 2048).
+    #[schemars(range(min = 1, max = 2048))]
+    max_expanded_labels: Option<i64>,
     description: Option<String>,
     unit: Option<String>,
     kind: Option<MetricKind>,
@@ -129,6 +139,42 @@ struct TransformSchema {
     monotonic: Option<bool>,
     /// For sums.
     temporality: Option<TemporalitySetting>,
+}
+
+/// What the API server checks of a `labelColumns` entry; the guest checks
+/// the rest (`prefix`, `maxKeys`, unknown keys) naming the entry.
+const LABEL_COLUMN_RULE: &str = "self.all(c, type(c) == string || (type(c) == map && has(c.column) && type(c.column) == string && has(c.expand) && c.expand == true))";
+
+/// One `labelColumns` entry: a column name, or an expanding entry. Either
+/// form is a valid item, so the item schema has no `type` (Kubernetes
+/// allows none under `x-kubernetes-preserve-unknown-fields`, and no types
+/// inside `anyOf`); [`LABEL_COLUMN_RULE`] tells the forms apart.
+#[allow(dead_code, reason = "only its schema is used")]
+enum LabelColumn {
+    Name(String),
+    Expand {
+        column: String,
+        expand: bool,
+        prefix: Option<String>,
+        max_keys: Option<i64>,
+    },
+}
+
+impl JsonSchema for LabelColumn {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LabelColumn".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A column name (its value is the label), or {column, expand: true, prefix, maxKeys}: each key of the dynamic column's JSON object becomes the label prefix+key (characters outside [A-Za-z0-9_] replaced by _), at most maxKeys (default 32, at most 256) per row.",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
+    }
 }
 
 #[derive(JsonSchema)]
