@@ -989,3 +989,52 @@ fn a_real_prometheus_scrapes_a_delta_sum_as_its_running_total() {
         "{created}\n{om}"
     );
 }
+
+#[test]
+fn resource_attributes_arrive_as_target_info_and_promoted_labels() {
+    let prometheus = Prometheus::start(Mode::RemoteWrite);
+    let s = Setup::new(
+        &format!(
+            "{}      naming: {{promoteResourceAttributes: [k8s.cluster.name]}}\n",
+            remote_write("prom", &prometheus.write_url())
+        ),
+        "resourceAttributes: {k8s.cluster.name: c1, deployment.environment: prod, service.instance.id: host-7}\n",
+    );
+    s.manifest(
+        "latency.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("latency", "Latency"),
+            exporter("latency", "latency", "prom", LATENCY).replace(
+                "  interval: 1s\n",
+                "  interval: 1s\n  resourceAttributes: {team: payments}\n"
+            )
+        ),
+    );
+    let t0 = now_ms() - 5 * 60_000 + 123;
+    s.table("Latency", LATENCY_HEADER, &latency_rows(t0, 2));
+    ok(&s.run_once());
+    let at = (now_ms() as f64) / 1000.0;
+    let info = prometheus.wait_for_series("target_info", 1, 600, at, WAIT);
+    assert_eq!(
+        info,
+        vec![(
+            json!({
+                "__name__": "target_info",
+                "job": "adx-mon-metrics-exporter",
+                "instance": "host-7",
+                "k8s_cluster_name": "c1",
+                "deployment_environment": "prod",
+                "service_version": env!("CARGO_PKG_VERSION"),
+                "team": "payments",
+            }),
+            vec![(t0 + 10_000, 1.0)]
+        )],
+        "one target_info at the newest sample, the resource's attributes as labels"
+    );
+    let latency = prometheus.wait_for_series("http_server_duration_milliseconds", 2, 600, at, WAIT);
+    for (labels, _) in &latency {
+        assert_eq!(labels["k8s_cluster_name"], "c1", "promoted: {labels}");
+        assert!(labels.get("team").is_none(), "not promoted: {labels}");
+    }
+}

@@ -79,6 +79,14 @@ pub struct NamingConfig {
     /// `otel_scope_name` and `otel_scope_version` labels on every series.
     #[serde(default = "yes")]
     pub scope_labels: bool,
+    /// Resource attributes that become labels on every series (names
+    /// sanitized as attributes are), e.g. `[k8s.cluster.name]`.
+    #[serde(default)]
+    pub promote_resource_attributes: Vec<String>,
+    /// The resource's attributes as one `target_info` series, as the
+    /// OpenTelemetry compatibility specification maps them.
+    #[serde(default = "yes")]
+    pub target_info: bool,
 }
 
 impl Default for NamingConfig {
@@ -86,6 +94,8 @@ impl Default for NamingConfig {
         NamingConfig {
             add_suffixes: true,
             scope_labels: true,
+            promote_resource_attributes: Vec::new(),
+            target_info: true,
         }
     }
 }
@@ -142,6 +152,8 @@ impl RemoteWriteConfig {
             scope_labels: self.naming.scope_labels,
             // Remote write has no target: `job` says who wrote the series.
             job_label: true,
+            promote_resource_attributes: self.naming.promote_resource_attributes.clone(),
+            target_info: self.naming.target_info,
         }
     }
 }
@@ -186,6 +198,8 @@ impl ScrapeConfig {
             scope_labels: self.naming.scope_labels,
             // The scraping Prometheus sets `job` and `instance` itself.
             job_label: false,
+            promote_resource_attributes: self.naming.promote_resource_attributes.clone(),
+            target_info: self.naming.target_info,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod cumulative;
 pub mod naming;
 pub mod remote_write;
+pub mod resource_labels;
 pub mod scrape;
 pub mod series;
 

@@ -508,6 +508,8 @@ mod tests {
             add_suffixes: true,
             scope_labels: false,
             job_label: true,
+            promote_resource_attributes: Vec::new(),
+            target_info: false,
         };
         convert(&Resource::default_host(), &fixture::output(), &options).unwrap()
     }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use super::config::ScrapeConfig;
 use super::cumulative::Accumulator;
 use super::naming::FamilyType;
+use super::resource_labels::TARGET_INFO;
 use super::series::{ConvertOptions, convert_with, format_float};
 use crate::export::Resource;
 use crate::export::deliver::{Delivered, ErrorKind, ExportError};
@@ -341,7 +342,12 @@ fn clash(inner: &Inner, owner: &str, family: &super::series::Family) -> Option<S
         )
     };
     if let Some(held) = inner.families.get(&family.name) {
-        if held.owner != owner {
+        // Every MetricsExporter describes its resource in `target_info`:
+        // the family is everyone's, its series apart by their labels.
+        let shared = family.name == TARGET_INFO
+            && held.family_type == FamilyType::Gauge
+            && family.family_type == FamilyType::Gauge;
+        if held.owner != owner && !shared {
             return Some(format!(
                 "{}; MetricsExporter {owner} cannot serve a family of that name too (a {}): rename its metric or give it another scrape exporter",
                 describe(&family.name, held),

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 
 use super::cumulative::View;
 use super::naming::{FamilyType, family_name, sanitize_label_name, unit_word};
+use super::resource_labels::{TARGET_INFO, promoted, target_info};
 use crate::export::{AttrValue, Number, Resource, attribute_set, number_point};
 use crate::wit::{MetricData, NumberPoints, Output, Temporality};
 
@@ -40,6 +41,11 @@ pub struct ConvertOptions {
     /// `job` from the resource's `service.name` (remote write; a scraping
     /// Prometheus sets its own `job`).
     pub job_label: bool,
+    /// Resource attributes put on every series as labels.
+    pub promote_resource_attributes: Vec<String>,
+    /// The resource as a `target_info` series
+    /// ([`super::resource_labels`]).
+    pub target_info: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -291,6 +297,16 @@ pub fn convert_with(
     {
         extra.push(("job".to_string(), name.clone()));
     }
+    for (label, value) in promoted(resource, &options.promote_resource_attributes)? {
+        if extra.iter().any(|(k, _)| *k == label) {
+            return Err(ConvertError::ReservedLabel {
+                metric: "(resource)".to_string(),
+                attribute: label.clone(),
+                label,
+            });
+        }
+        extra.push((label, value));
+    }
     if options.scope_labels {
         extra.push(("otel_scope_name".to_string(), resource.scope_name.clone()));
         extra.push((
@@ -535,6 +551,26 @@ pub fn convert_with(
     for fi in emptied.into_iter().rev() {
         converted.families.remove(fi);
     }
+    let newest = converted
+        .families
+        .iter()
+        .flat_map(|f| &f.series)
+        .filter_map(|s| s.samples.last())
+        .map(|s| s.timestamp_ms)
+        .max();
+    if options.target_info
+        && let Some(at) = newest
+        && let Some(info) = target_info(resource, options.job_label, at)?
+    {
+        if converted.families.iter().any(|f| f.name == TARGET_INFO) {
+            return Err(ConvertError::ReservedLabel {
+                metric: TARGET_INFO.to_string(),
+                attribute: TARGET_INFO.to_string(),
+                label: "__name__".to_string(),
+            });
+        }
+        converted.families.push(info);
+    }
     Ok(converted)
 }
 
@@ -569,6 +605,8 @@ mod tests {
             add_suffixes: true,
             scope_labels: false,
             job_label: false,
+            promote_resource_attributes: Vec::new(),
+            target_info: false,
         }
     }
 
@@ -670,6 +708,8 @@ mod tests {
             add_suffixes: true,
             scope_labels: true,
             job_label: true,
+            promote_resource_attributes: Vec::new(),
+            target_info: false,
         };
         let c = convert(&Resource::default_host(), &fixture::output(), &o).unwrap();
         let labels = &find(&c, "requests_total").series[0].labels;
