@@ -1063,3 +1063,62 @@ fn a_property_bag_reaches_the_receiver_as_labels() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("dynamic-not-object=1"), "{log}");
 }
+
+#[test]
+fn label_names_a_metrics_exporter_sends_are_bounded_across_batches() {
+    // A new key in every row: the guest's cap holds per batch only; the
+    // host's holds over the process's life (4096 names per MetricsExporter).
+    let receiver = Receiver::start();
+    let s = Setup::with_config(
+        &otlp("sink", &receiver.http_endpoint(), ""),
+        TEST_MIN_INTERVAL,
+    );
+    let config = std::fs::read_to_string(s.path("kusto-metrics.yaml"))
+        .unwrap()
+        .replace("guests:\n", "guests:\n  maxRowsPerBatch: 1000\n");
+    std::fs::write(s.path("kusto-metrics.yaml"), config).unwrap();
+    s.manifest(
+        "all.yaml",
+        &format!(
+            "{}---\n{}",
+            rule("r1", "ns", "a", "T1"),
+            exporter("e1", "ns", "a", "sink", "1m")
+                .replace(
+                    "labelColumns: [host]",
+                    "labelColumns: [{column: props, expand: true, prefix: p_, maxKeys: 1}]\n    maxExpandedLabels: 1000",
+                )
+        ),
+    );
+    let rows = |range: std::ops::Range<i64>| -> String {
+        range
+            .map(|i| {
+                format!(
+                    "m,{i},2025-06-25T10:{:02}:{:02}Z,\"{{\"\"k{i}\"\": 1}}\"\n",
+                    (i / 60) % 60,
+                    i % 60
+                )
+            })
+            .collect()
+    };
+    std::fs::write(
+        s.path("tables/DB/T1.csv"),
+        format!(
+            "metric_name:string,v:long,t:datetime,props:dynamic\n{}",
+            rows(0..5000)
+        ),
+    )
+    .unwrap();
+    let out = s.run_once();
+    ok(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("too-many-label-keys=904"), "{log}");
+    let points = receiver.wait_for_points(4096, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(receiver.points().len(), 4096, "{}", points.len());
+    let names: std::collections::HashSet<String> = receiver
+        .points()
+        .iter()
+        .map(|p| p["attributes"][0]["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 4096, "one name per point, 4096 names");
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use super::label_keys::{MAX_LABEL_KEYS_PER_METRICS_EXPORTER, TOO_MANY_LABEL_KEYS};
 use super::stages::{self, Transformed};
 use super::stop::Stop;
 use crate::config::host_config::SourceConfig;
@@ -470,6 +471,10 @@ pub async fn run_group(
                 }
             }
         }
+        let mut over_budget = 0;
+        for output in &mut t.outputs {
+            over_budget += lead.shared.label_keys.admit(&lead.plan.key, output);
+        }
         if stop.now() {
             for r in reports.iter_mut() {
                 r.stopped = true;
@@ -482,8 +487,15 @@ pub async fn run_group(
         for (i, job) in jobs.iter().enumerate() {
             if results[i].is_none() {
                 job.count_chunk(&t, &mut reports[i], !counted);
+                if over_budget > 0 {
+                    reports[i].skip(TOO_MANY_LABEL_KEYS, over_budget);
+                }
                 counted = true;
             }
+        }
+        if over_budget > 0 {
+            tracing::warn!(metrics_exporter = %lead.plan.key, rule = %lead.rule.key, points = over_budget, max = MAX_LABEL_KEYS_PER_METRICS_EXPORTER, "points left out: their labels would take the MetricsExporter past its distinct label names");
+            lead.count_skips(TOO_MANY_LABEL_KEYS, over_budget);
         }
         let deliveries = jobs
             .iter()

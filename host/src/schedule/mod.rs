@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod fan_out;
 pub mod guests;
 pub mod job;
+pub mod label_keys;
 pub mod leases;
 pub mod runner;
 pub mod stages;

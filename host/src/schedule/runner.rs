@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use super::fan_out::run_rule;
 use super::guests::GuestCache;
 use super::job::{Job, JobReport};
+use super::label_keys::LabelKeys;
 use super::leases::Fence;
 use super::stop::{Stop, StopHandle, StopLevel, stop_pair};
 use crate::config::HostConfig;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub jobs: Arc<tokio::sync::Semaphore>,
     /// Progress delivered but not committed yet, by job.
     pub pending_commits: PendingCommits,
+    /// The label names each MetricsExporter has sent.
+    pub label_keys: LabelKeys,
     /// What each (guest, configuration) needs from a table: `validate` runs
     /// once per pair, not once per run.
     requirements: std::sync::Mutex<HashMap<(String, String), Arc<Requirements>>>,
@@ -129,6 +132,7 @@ impl Runner {
                 kusto,
                 jobs: Arc::new(tokio::sync::Semaphore::new(max_jobs)),
                 pending_commits: PendingCommits::default(),
+                label_keys: LabelKeys::default(),
                 requirements: std::sync::Mutex::new(HashMap::new()),
             }),
         })
