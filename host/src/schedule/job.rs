@@ -475,6 +475,13 @@ pub async fn run_group(
         for output in &mut t.outputs {
             over_budget += lead.shared.label_keys.admit(&lead.plan.key, output);
         }
+        if over_budget > 0 {
+            // Points left out change the requests, and the budget starts
+            // afresh after a restart: a chunk resumed then is not cut in
+            // the same requests, so it is sent whole rather than skipped
+            // into.
+            t.split.push_str(&format!("|label-budget:{over_budget}"));
+        }
         if stop.now() {
             for r in reports.iter_mut() {
                 r.stopped = true;
