@@ -899,9 +899,15 @@ fn an_idle_pass_does_not_rewrite_the_state() {
 fn resource_of(receiver: &Receiver) -> std::collections::BTreeMap<String, String> {
     let requests = receiver.requests();
     let first = requests.first().expect("a request");
-    first["request"]["resourceMetrics"][0]["resource"]["attributes"]
-        .as_array()
-        .expect("resource attributes")
+    string_attributes(&first["request"]["resourceMetrics"][0]["resource"]["attributes"])
+        .into_iter()
+        .collect()
+}
+
+/// An OTLP/JSON attribute list of string values, as (key, value) in order.
+fn string_attributes(list: &Value) -> Vec<(String, String)> {
+    list.as_array()
+        .expect("an attribute list")
         .iter()
         .map(|a| {
             (
@@ -1029,17 +1035,7 @@ fn a_property_bag_reaches_the_receiver_as_labels() {
     );
     let attrs = |v: &str| -> Vec<(String, String)> {
         let p = points.iter().find(|p| p["asInt"] == v).unwrap();
-        p["attributes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                (
-                    a["key"].as_str().unwrap().to_string(),
-                    a["value"]["stringValue"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
+        string_attributes(&p["attributes"])
     };
     let owned = |list: &[(&str, &str)]| -> Vec<(String, String)> {
         list.iter()

@@ -319,15 +319,19 @@ fn tenant_attributes(
         return Ok(BTreeMap::new());
     }
     check_attributes(asked).map_err(|m| invalid(format!("spec.resourceAttributes: {m}")))?;
-    let platform = |key: &str| {
-        config.resource.get(key).is_some()
-            || me.spec.exporters.iter().any(|name| {
-                config
-                    .exporter(name)
-                    .is_some_and(|e| e.resource_attributes.contains_key(key))
-            })
-    };
-    let overridden: Vec<&String> = asked.keys().filter(|k| platform(k)).collect();
+    let overridden: std::collections::BTreeSet<String> = me
+        .spec
+        .exporters
+        .iter()
+        .filter_map(|name| config.exporter(name))
+        .flat_map(|e| {
+            config
+                .resource
+                .with(&e.resource_attributes)
+                .with_tenant(asked)
+                .1
+        })
+        .collect();
     if !overridden.is_empty() {
         tracing::warn!(metrics_exporter = %me.metadata.key(), keys = ?overridden, "spec.resourceAttributes: keys the host or an exporter sets keep the platform's value");
     }

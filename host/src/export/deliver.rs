@@ -30,6 +30,7 @@ use super::otlp_grpc::OtlpGrpc;
 use super::otlp_http::OtlpHttp;
 use super::otlp_json::encode_json;
 use super::otlp_proto::Encoder;
+use super::prometheus::UNNAMED_OWNER;
 use super::prometheus::{RemoteWrite, ScrapeStore};
 use super::retry::{self, AttemptTimeout, RetryPolicy};
 use super::split::split_by_size;
@@ -422,15 +423,19 @@ impl Sink {
         output: &Output,
         skip: usize,
     ) -> Result<Delivered, ExportError> {
-        self.send_with(resource, output, skip, &mut Unwatched).await
+        self.send_for(UNNAMED_OWNER, resource, output, skip, &mut Unwatched)
+            .await
     }
 
-    /// Like [`Sink::send_from`], telling `accepted` after each request the
-    /// receiver accepted (how many of this output so far, skipped ones
-    /// included); an error from it stops the output before the next
-    /// request.
-    pub async fn send_with(
+    /// Like [`Sink::send_from`], for the MetricsExporter `owner`
+    /// (`namespace/name`: a scrape destination's families and a Prometheus
+    /// destination's running totals are kept per owner), telling `accepted`
+    /// after each request the receiver accepted (how many of this output so
+    /// far, skipped ones included); an error from it stops the output before
+    /// the next request.
+    pub async fn send_for(
         &self,
+        owner: &str,
         resource: &Resource,
         output: &Output,
         skip: usize,
@@ -450,31 +455,13 @@ impl Sink {
                 })
                 .await
             }
-            Sink::RemoteWrite(r) => r.send_with(resource, output, skip, accepted).await,
+            Sink::RemoteWrite(r) => r.send_for(owner, resource, output, skip, accepted).await,
             // One update, all or nothing: nothing to resume.
-            Sink::Scrape(s) if skip == 0 => s.update(resource, output),
+            Sink::Scrape(s) if skip == 0 => s.update_for(owner, resource, output),
             Sink::Scrape(_) => Ok(Delivered {
                 skipped: 1,
                 ..Delivered::default()
             }),
-        }
-    }
-}
-
-impl Sink {
-    /// [`Sink::send_with`] for the MetricsExporter `owner`: a remote-write
-    /// destination keeps each one's delta running totals within its share.
-    pub async fn send_for(
-        &self,
-        owner: &str,
-        resource: &Resource,
-        output: &Output,
-        skip: usize,
-        accepted: &mut dyn Accepted,
-    ) -> Result<Delivered, ExportError> {
-        match self {
-            Sink::RemoteWrite(r) => r.send_for(owner, resource, output, skip, accepted).await,
-            _ => self.send_with(resource, output, skip, accepted).await,
         }
     }
 }

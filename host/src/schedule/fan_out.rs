@@ -46,11 +46,8 @@ pub async fn run_rule(jobs: &[Job<'_>], stop: &Stop) -> Vec<(JobReport, Result<(
             let runs = groups
                 .iter()
                 .map(|(from, members)| run_members(jobs, members, from, None, stop));
-            for (members, outcome) in groups
-                .iter()
-                .map(|(_, m)| m)
-                .zip(futures::future::join_all(runs).await)
-            {
+            let outcomes = futures::future::join_all(runs).await;
+            for ((_, members), outcome) in groups.iter().zip(outcomes) {
                 settle(members, outcome, &mut reports, &mut results, true);
             }
             break;
@@ -58,25 +55,21 @@ pub async fn run_rule(jobs: &[Job<'_>], stop: &Stop) -> Vec<(JobReport, Result<(
         // The groups behind catch up (to where the lead stands, when they
         // have nothing half delivered; a half-delivered window is finished
         // first, whatever its end); the lead waits for them.
-        let runs =
-            groups
-                .iter()
-                .enumerate()
-                .filter(|(g, _)| *g != lead)
-                .map(|(_, (from, members))| {
-                    let until = match (&from.partial, &groups[lead].0.cursor) {
-                        (None, Cursor::Window { end }) => Some(*end),
-                        _ => None,
-                    };
-                    run_members(jobs, members, from, until, stop)
-                });
-        let outcomes = futures::future::join_all(runs).await;
-        let behind = groups
+        let behind: Vec<&(Progress, Vec<usize>)> = groups
             .iter()
             .enumerate()
             .filter(|(g, _)| *g != lead)
-            .map(|(_, (_, m))| m);
-        for (members, outcome) in behind.zip(outcomes) {
+            .map(|(_, group)| group)
+            .collect();
+        let runs = behind.iter().map(|(from, members)| {
+            let until = match (&from.partial, &groups[lead].0.cursor) {
+                (None, Cursor::Window { end }) => Some(*end),
+                _ => None,
+            };
+            run_members(jobs, members, from, until, stop)
+        });
+        let outcomes = futures::future::join_all(runs).await;
+        for ((_, members), outcome) in behind.into_iter().zip(outcomes) {
             settle(members, outcome, &mut reports, &mut results, false);
         }
         if stop.draining() || stop.now() {

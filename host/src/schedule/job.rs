@@ -28,7 +28,6 @@ use crate::export::{Delivered, ExportError, Resource, Sink};
 use crate::schedule::runner::Shared;
 use crate::source::chunk::{ChunkPosition, LocalSource, Source, SourceError};
 use crate::source::kusto::windows::{KustoSource, Target};
-use crate::source::local_table::BadRow;
 use crate::state::{Progress, StateError};
 use crate::telemetry::metrics::{
     ExporterLabels, FailureLabels, PointLabels, RuleLabels, SkipLabels,
@@ -249,15 +248,6 @@ impl<'a> Job<'a> {
         }
     }
 
-    fn count_bad_rows(&self, origin: &str, bad_rows: &[BadRow]) {
-        for bad in bad_rows {
-            tracing::warn!(metrics_exporter = %self.plan.key, rule = %self.rule.key, origin, row = bad.row, error = %bad.message, "row skipped");
-        }
-        if !bad_rows.is_empty() {
-            self.count_skips(INVALID_ROW, bad_rows.len() as u64);
-        }
-    }
-
     /// Sends the outputs of one chunk in order, leaving out the first
     /// `skip` requests (accepted by an earlier run).
     async fn deliver(
@@ -271,17 +261,13 @@ impl<'a> Job<'a> {
         let mut total = Delivered::default();
         for output in outputs {
             let started = Instant::now();
-            // A scrape store keeps families per MetricsExporter, so it is
-            // told whose output this is.
-            let result = match self.sink.scrape_store() {
-                Some(store) if skip == 0 => store.update_for(&self.plan.key, self.resource, output),
-                _ => {
-                    recorder.before = total.requests + total.skipped;
-                    self.sink
-                        .send_for(&self.plan.key, self.resource, output, skip, recorder)
-                        .await
-                }
-            };
+            recorder.before = total.requests + total.skipped;
+            // Scrape families and running totals are kept per
+            // MetricsExporter, so the sink is told whose output this is.
+            let result = self
+                .sink
+                .send_for(&self.plan.key, self.resource, output, skip, recorder)
+                .await;
             shared
                 .metrics
                 .export_latency
@@ -365,22 +351,21 @@ impl<'a> Job<'a> {
             .inc_by(sent);
     }
 
-    /// Counts what one transformed chunk skipped and read: in the report,
-    /// and in the process's counters and log when `once` (the first job of
-    /// a group; the others read the same rows).
-    fn count_chunk(&self, t: &Transformed, report: &mut JobReport, once: bool) {
+    /// Counts what one transformed chunk skipped (`skips`, from
+    /// [`chunk_skips`]) and read: in the report, and in the process's
+    /// counters and log when `once` (the first job of a group; the others
+    /// read the same rows).
+    fn count_chunk(
+        &self,
+        t: &Transformed,
+        skips: &[(&str, u64)],
+        report: &mut JobReport,
+        once: bool,
+    ) {
         let rows = u64::from(t.rows);
         report.rows_read += rows;
-        for output in &t.outputs {
-            for s in &output.skipped {
-                report.skip(output.skip_reason(s), s.count);
-            }
-        }
-        if !t.bad_rows.is_empty() {
-            report.skip(INVALID_ROW, t.bad_rows.len() as u64);
-        }
-        if !t.poisoned.is_empty() {
-            report.skip(GUEST_LIMIT, t.poisoned.len() as u64);
+        for (reason, n) in skips {
+            report.skip(reason, *n);
         }
         if !once {
             return;
@@ -390,17 +375,14 @@ impl<'a> Job<'a> {
             .rows_read
             .get_or_create(&self.rule_labels())
             .inc_by(rows);
-        self.count_bad_rows(&t.origin, &t.bad_rows);
-        for output in &t.outputs {
-            for s in &output.skipped {
-                self.count_skips(output.skip_reason(s), s.count);
-            }
+        for (reason, n) in skips {
+            self.count_skips(reason, *n);
+        }
+        for bad in &t.bad_rows {
+            tracing::warn!(metrics_exporter = %self.plan.key, rule = %self.rule.key, origin = %t.origin, row = bad.row, error = %bad.message, "row skipped");
         }
         for (row, error) in &t.poisoned {
             tracing::warn!(metrics_exporter = %self.plan.key, rule = %self.rule.key, origin = %t.origin, row, error = %error, "row skipped: the guest hits a limit on it alone");
-        }
-        if !t.poisoned.is_empty() {
-            self.count_skips(GUEST_LIMIT, t.poisoned.len() as u64);
         }
         if let Some(pending) = t.pending_bytes {
             self.shared
@@ -490,19 +472,16 @@ pub async fn run_group(
         }
         // Rows are read once for all: the process's counters count them
         // once, each job's report says what its run handled.
+        if over_budget > 0 {
+            tracing::warn!(metrics_exporter = %lead.plan.key, rule = %lead.rule.key, points = over_budget, max = MAX_LABEL_KEYS_PER_METRICS_EXPORTER, "points left out: their labels would take the MetricsExporter past its distinct label names");
+        }
+        let skips = chunk_skips(&t, over_budget);
         let mut counted = false;
         for (i, job) in jobs.iter().enumerate() {
             if results[i].is_none() {
-                job.count_chunk(&t, &mut reports[i], !counted);
-                if over_budget > 0 {
-                    reports[i].skip(TOO_MANY_LABEL_KEYS, over_budget);
-                }
+                job.count_chunk(&t, &skips, &mut reports[i], !counted);
                 counted = true;
             }
-        }
-        if over_budget > 0 {
-            tracing::warn!(metrics_exporter = %lead.plan.key, rule = %lead.rule.key, points = over_budget, max = MAX_LABEL_KEYS_PER_METRICS_EXPORTER, "points left out: their labels would take the MetricsExporter past its distinct label names");
-            lead.count_skips(TOO_MANY_LABEL_KEYS, over_budget);
         }
         let deliveries = jobs
             .iter()
@@ -537,6 +516,26 @@ pub async fn run_group(
         }
     }
     finish(results)
+}
+
+/// What a chunk left out, by reason: the guest's skips, rows that could not
+/// be read, poison rows, and points over the label budget.
+fn chunk_skips(t: &Transformed, over_budget: u64) -> Vec<(&str, u64)> {
+    let mut skips: Vec<(&str, u64)> = t
+        .outputs
+        .iter()
+        .flat_map(|o| o.skipped.iter().map(|s| (o.skip_reason(s), s.count)))
+        .collect();
+    for (reason, n) in [
+        (INVALID_ROW, t.bad_rows.len() as u64),
+        (GUEST_LIMIT, t.poisoned.len() as u64),
+        (TOO_MANY_LABEL_KEYS, over_budget),
+    ] {
+        if n > 0 {
+            skips.push((reason, n));
+        }
+    }
+    skips
 }
 
 /// A read or guest failure fails every job still running on it: the first

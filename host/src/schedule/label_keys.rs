@@ -43,41 +43,53 @@ impl LabelKeys {
     }
 
     fn admit_with(&self, metrics_exporter: &str, output: &mut Output, max: usize) -> u64 {
-        let sets = output.attribute_set_ends.len();
-        if sets == 0 {
-            return 0;
-        }
         // Each key string hashed once, outside the lock. (The output's
         // indices were checked before it got here; one out of range counts
         // as no key.)
         let mut key_hashes: Vec<Option<u64>> = vec![None; output.strings.len()];
+        // One per attribute, so sets keep their bounds.
+        let attribute_keys: Vec<Option<u64>> = output
+            .attributes
+            .iter()
+            .map(|a| {
+                let slot = key_hashes.get_mut(a.key as usize)?;
+                Some(*slot.get_or_insert_with(|| self.hash(&output.strings[a.key as usize])))
+            })
+            .collect();
+        if attribute_keys.iter().all(Option::is_none) {
+            return 0;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.contains_key(metrics_exporter) {
+            seen.insert(metrics_exporter.to_string(), HashSet::new());
+        }
+        let Some(keys) = seen.get_mut(metrics_exporter) else {
+            return 0;
+        };
+        // The common case, once per output: everything fits.
+        let new: HashSet<u64> = attribute_keys
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|h| !keys.contains(h))
+            .collect();
+        if keys.len() + new.len() <= max {
+            keys.extend(new);
+            return 0;
+        }
+        // Over the budget: set by set, in order, the first keys to come
+        // are the ones admitted.
         let mut start = 0usize;
-        let set_keys: Vec<Vec<u64>> = output
+        let allowed: Vec<bool> = output
             .attribute_set_ends
             .iter()
             .map(|&end| {
-                let end = end as usize;
-                let attributes = output.attributes.get(start..end).unwrap_or_default();
+                let end = (end as usize).min(attribute_keys.len()).max(start);
+                let set = &attribute_keys[start..end];
                 start = end;
-                attributes
+                let new: HashSet<u64> = set
                     .iter()
-                    .filter_map(|a| {
-                        let slot = key_hashes.get_mut(a.key as usize)?;
-                        Some(
-                            *slot.get_or_insert_with(|| self.hash(&output.strings[a.key as usize])),
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let keys = seen.entry(metrics_exporter.to_string()).or_default();
-        // Sets in order: the first keys to come are the ones admitted.
-        let allowed: Vec<bool> = set_keys
-            .iter()
-            .map(|hashes| {
-                let new: HashSet<u64> = hashes
-                    .iter()
+                    .flatten()
                     .copied()
                     .filter(|h| !keys.contains(h))
                     .collect();
@@ -121,36 +133,28 @@ fn retain_points(p: &mut NumberPoints, ok: impl Fn(u32) -> bool) -> u64 {
     if keep.iter().all(|k| *k) {
         return 0;
     }
-    let filter = |v: &mut Vec<u64>| {
-        if v.len() == keep.len() {
-            let mut i = 0;
-            v.retain(|_| {
-                i += 1;
-                keep[i - 1]
-            });
-        }
-    };
-    filter(&mut p.times);
-    filter(&mut p.start_times);
+    retain_by(&mut p.times, &keep);
+    retain_by(&mut p.start_times, &keep);
     match &mut p.values {
-        NumberValues::Ints(v) => {
-            let mut i = 0;
-            v.retain(|_| {
-                i += 1;
-                keep.get(i - 1).copied().unwrap_or(true)
-            });
-        }
-        NumberValues::Doubles(v) => {
-            let mut i = 0;
-            v.retain(|_| {
-                i += 1;
-                keep.get(i - 1).copied().unwrap_or(true)
-            });
-        }
+        NumberValues::Ints(v) => retain_by(v, &keep),
+        NumberValues::Doubles(v) => retain_by(v, &keep),
     }
     let before = p.attribute_sets.len();
-    p.attribute_sets.retain(|&s| ok(s));
+    retain_by(&mut p.attribute_sets, &keep);
     (before - p.attribute_sets.len()) as u64
+}
+
+/// Keeps `column[i]` where `keep[i]`; a column of another length (no
+/// start times) is left as it is.
+fn retain_by<T>(column: &mut Vec<T>, keep: &[bool]) {
+    if column.len() != keep.len() {
+        return;
+    }
+    let mut i = 0;
+    column.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
 }
 
 #[cfg(test)]

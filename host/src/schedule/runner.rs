@@ -242,28 +242,31 @@ impl Runner {
         if plan.rules.is_empty() {
             tracing::warn!(metrics_exporter = %plan.key, "the selector matches no SummaryRule in the namespace");
         }
+        // Each exporter with its resource: the MetricsExporter's own
+        // attributes added where the platform has not set the key.
+        let mut targets = Vec::new();
+        for sink_name in &plan.sinks {
+            let (Some(sink), Some(resource)) = (
+                shared.sinks.get(sink_name).cloned(),
+                shared.resources.get(sink_name),
+            ) else {
+                continue; // checked when planning
+            };
+            let resource = resource.with_tenant(&plan.resource_attributes).0;
+            targets.push((sink_name.clone(), sink, resource));
+        }
+        let targets = Arc::new(targets);
         let mut jobs = tokio::task::JoinSet::new();
         for rule in &plan.rules {
             // One task per rule: its exporters share reads (`fan_out`).
-            let mut targets = Vec::new();
-            for sink_name in &plan.sinks {
-                let (Some(sink), Some(resource)) = (
-                    shared.sinks.get(sink_name).cloned(),
-                    shared.resources.get(sink_name),
-                ) else {
-                    continue; // checked when planning
-                };
-                // Keys the platform sets were left out when planning.
-                let resource = Arc::new(resource.with_tenant(&plan.resource_attributes).0);
-                targets.push((sink_name.clone(), sink, resource));
-            }
-            let (shared, plan, rule, guest, requirements, stop) = (
+            let (shared, plan, rule, guest, requirements, stop, targets) = (
                 shared.clone(),
                 plan.clone(),
                 rule.clone(),
                 guest.clone(),
                 requirements.clone(),
                 stop.clone(),
+                targets.clone(),
             );
             jobs.spawn(async move {
                 // The semaphore is never closed.
@@ -287,7 +290,7 @@ impl Runner {
                 let took = t.elapsed();
                 outcomes
                     .into_iter()
-                    .zip(&targets)
+                    .zip(targets.iter())
                     .map(|((report, result), (sink_name, _, _))| {
                         log_job(&plan, &rule.key, sink_name, &report, &result, took);
                         let failure = result.err().map(|e| (e.condition_reason(), e.to_string()));

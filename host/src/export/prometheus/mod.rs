@@ -9,6 +9,10 @@
 //! - [`remote_write`]: remote write 1.0 requests and their delivery.
 //! - [`scrape`]: the latest point per series, served at `/exported/metrics`.
 
+/// Who an output comes from when the caller does not say: one owner for
+/// scrape families and for running totals alike.
+pub const UNNAMED_OWNER: &str = "(unnamed)";
+
 pub mod config;
 pub mod cumulative;
 pub mod naming;

@@ -18,6 +18,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::UNNAMED_OWNER;
 use super::config::RemoteWriteConfig;
 use super::cumulative::Accumulator;
 use super::naming::FamilyType;
@@ -162,9 +163,6 @@ pub struct RemoteWrite {
     options: ConvertOptions,
     totals: Accumulator,
 }
-
-/// Who an output comes from when the caller does not say.
-pub const UNNAMED_OWNER: &str = "(unnamed)";
 
 impl RemoteWrite {
     pub fn new(name: &str, config: &RemoteWriteConfig) -> Result<RemoteWrite, ErrorKind> {

@@ -23,29 +23,46 @@ const IDENTIFYING: [&str; 3] = ["service.name", "service.namespace", "service.in
 /// What every resource of this host has: alone, no `target_info`.
 const HOST_IDENTITY: [&str; 2] = ["service.name", "service.version"];
 
+/// `(key, value)` pairs as `(label, value, key)` (names sanitized, empty
+/// values left out), unsorted; two keys that become one label are refused,
+/// naming both and `metric`.
+fn sanitized<'a>(
+    metric: &str,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<(String, String, &'a str)>, ConvertError> {
+    let mut labels: Vec<(String, String, &str)> = Vec::new();
+    for (key, value) in pairs {
+        if value.is_empty() {
+            continue;
+        }
+        let label = sanitize_label_name(key);
+        if let Some((_, _, first)) = labels.iter().find(|(l, _, _)| *l == label) {
+            return Err(ConvertError::LabelCollision {
+                metric: metric.to_string(),
+                first: first.to_string(),
+                second: key.to_string(),
+                label,
+            });
+        }
+        labels.push((label, value.to_string(), key));
+    }
+    Ok(labels)
+}
+
+fn without_keys(labels: Vec<(String, String, &str)>) -> Vec<(String, String)> {
+    labels.into_iter().map(|(l, v, _)| (l, v)).collect()
+}
+
 /// The promoted attributes as labels, sorted; an attribute the resource
 /// lacks (or that is empty) gives no label.
 pub fn promoted(
     resource: &Resource,
     keys: &[String],
 ) -> Result<Vec<(String, String)>, ConvertError> {
-    let mut labels: Vec<(String, String, &str)> = Vec::new();
-    for key in keys {
-        let Some(value) = resource.get(key).filter(|v| !v.is_empty()) else {
-            continue;
-        };
-        let label = sanitize_label_name(key);
-        if let Some((_, _, first)) = labels.iter().find(|(l, _, _)| *l == label) {
-            return Err(ConvertError::LabelCollision {
-                metric: "(resource)".to_string(),
-                first: first.to_string(),
-                second: key.clone(),
-                label,
-            });
-        }
-        labels.push((label, value.to_string(), key));
-    }
-    let mut out: Vec<(String, String)> = labels.into_iter().map(|(l, v, _)| (l, v)).collect();
+    let pairs = keys
+        .iter()
+        .filter_map(|k| resource.get(k).map(|v| (k.as_str(), v)));
+    let mut out = without_keys(sanitized("(resource)", pairs)?);
     out.sort();
     Ok(out)
 }
@@ -66,30 +83,23 @@ pub fn target_info(
     {
         return Ok(None);
     }
-    let mut labels: Vec<(String, String, &str)> = Vec::new();
-    for (key, value) in &resource.attributes {
-        if IDENTIFYING.contains(&key.as_str()) || value.is_empty() {
-            continue;
-        }
-        let label = sanitize_label_name(key);
-        if label == "job" || label == "instance" {
-            return Err(ConvertError::ReservedLabel {
-                metric: TARGET_INFO.to_string(),
-                attribute: key.clone(),
-                label,
-            });
-        }
-        if let Some((_, _, first)) = labels.iter().find(|(l, _, _)| *l == label) {
-            return Err(ConvertError::LabelCollision {
-                metric: TARGET_INFO.to_string(),
-                first: first.to_string(),
-                second: key.clone(),
-                label,
-            });
-        }
-        labels.push((label, value.clone(), key));
+    let describing = resource
+        .attributes
+        .iter()
+        .filter(|(k, _)| !IDENTIFYING.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    let labels = sanitized(TARGET_INFO, describing)?;
+    if let Some((label, _, key)) = labels
+        .iter()
+        .find(|(l, _, _)| l == "job" || l == "instance")
+    {
+        return Err(ConvertError::ReservedLabel {
+            metric: TARGET_INFO.to_string(),
+            attribute: key.to_string(),
+            label: label.clone(),
+        });
     }
-    let mut out: Vec<(String, String)> = labels.into_iter().map(|(l, v, _)| (l, v)).collect();
+    let mut out = without_keys(labels);
     if job_label {
         let job = match (
             resource.get("service.namespace"),

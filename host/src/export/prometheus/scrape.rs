@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::UNNAMED_OWNER;
 use super::config::ScrapeConfig;
 use super::cumulative::Accumulator;
 use super::naming::FamilyType;
@@ -49,10 +50,6 @@ struct Latest {
     /// A running total of deltas: when it started (ms).
     created_ms: Option<i64>,
 }
-
-/// Who an update comes from when the caller does not say
-/// ([`ScrapeStore::update`]).
-pub const UNNAMED_OWNER: &str = "(unnamed)";
 
 #[derive(Debug)]
 struct FamilyState {
