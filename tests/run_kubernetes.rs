@@ -559,22 +559,6 @@ fn a_replica_joining_mid_run_gets_exporters_handed_over_and_nothing_is_sent_twic
 
 #[test]
 fn a_commit_refused_by_the_api_server_is_retried_and_nothing_is_sent_again() {
-    commit_refused_then_landing(6, 500);
-}
-
-/// A stream of 429s: the client's own retries are a short burst, so the
-/// host's bounded loop sees them and the commit lands soon after the
-/// server lets it (kube's default held one commit over 40 s).
-#[test]
-fn a_commit_throttled_twenty_times_lands_without_a_long_stall() {
-    let took = commit_refused_then_landing(20, 429);
-    eprintln!("20 x 429: the progress landed {took:?} after the delivery");
-    assert!(took < Duration::from_secs(25), "{took:?}");
-}
-
-/// Refuses the status writes after a delivery `count` times with `code`;
-/// returns how long the progress took to land after the rows went out.
-fn commit_refused_then_landing(count: u32, code: u16) -> Duration {
     let s = Setup::new();
     s.rule("r1", "a", "T1");
     s.exporter("e1", "{matchLabels: {team: a}}", "");
@@ -587,10 +571,9 @@ fn commit_refused_then_landing(count: u32, code: u16) -> Duration {
     // The next status writes fail: the commit after the next delivery
     // fails a few times.
     s.api
-        .fail_status_writes("metricsexporters", NS, "e1", count, code);
+        .fail_status_writes("metricsexporters", NS, "e1", 6, 500);
     s.append("T1", [3, 4]);
     s.expect_values(&[1, 2, 3, 4], &host);
-    let delivered = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(40);
     while s
         .api
@@ -604,12 +587,11 @@ fn commit_refused_then_landing(count: u32, code: u16) -> Duration {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let took = delivered.elapsed();
     s.expect_values(&[1, 2, 3, 4], &host);
     assert!(
         s.api
-            .status_writes_answered("metricsexporters", NS, "e1", code)
-            >= count as usize,
+            .status_writes_answered("metricsexporters", NS, "e1", 500)
+            >= 6,
         "the writes were refused"
     );
     assert!(
@@ -618,7 +600,6 @@ fn commit_refused_then_landing(count: u32, code: u16) -> Duration {
         "{}",
         host.log_text()
     );
-    took
 }
 
 #[test]

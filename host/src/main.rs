@@ -167,7 +167,7 @@ async fn run_exports(args: RunArgs) -> anyhow::Result<bool> {
     let statuses = match &config.kubernetes {
         None => None,
         Some(k) => {
-            let client = kusto_metrics::config::kubernetes::connect().await.context(
+            let client = kube::Client::try_default().await.context(
                 "connecting to the Kubernetes API (in-cluster, or KUBECONFIG); set `manifests` in the config to run from a folder instead",
             )?;
             Some(Arc::new(StatusStore::new(client, &k.identity())))

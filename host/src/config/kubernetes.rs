@@ -123,44 +123,6 @@ impl KubernetesConfig {
     }
 }
 
-/// Quick tries the Kubernetes client makes itself on 429, 503 and 504
-/// before the caller's own retry (commits, renewals, status writes) sees
-/// the failure. kube's default (15 tries, up to 1000 s apart, honouring
-/// any `Retry-After`) held one commit over 40 s under a stream of 429s,
-/// where no stop could reach it; the callers' loops are bounded and
-/// stoppable, so the client keeps only a short burst.
-pub const CLIENT_RETRIES: u32 = 4;
-pub const CLIENT_RETRY_FIRST: Duration = Duration::from_millis(100);
-pub const CLIENT_RETRY_MAX: Duration = Duration::from_secs(1);
-/// Requests waiting for the client's connection pool, as kube's own
-/// client queues them.
-const CLIENT_BUFFER: usize = 1024;
-
-/// A client for the API server (in-cluster, or `KUBECONFIG`), its own
-/// retries bounded as [`CLIENT_RETRIES`] says.
-pub async fn connect() -> anyhow::Result<kube::Client> {
-    use anyhow::Context as _;
-    let mut config = kube::Config::infer()
-        .await
-        .context("reading the Kubernetes client configuration (in-cluster, or KUBECONFIG)")?;
-    config.default_retry = false;
-    let policy = kube::client::retry::RetryPolicy::new(
-        CLIENT_RETRY_FIRST,
-        CLIENT_RETRY_MAX,
-        CLIENT_RETRIES,
-        false,
-    )
-    .context("the Kubernetes client's retry policy")?;
-    let client = kube::client::ClientBuilder::try_from(config)
-        .context("building the Kubernetes client")?
-        // A retry sends the request again through the service below, which
-        // must be cloneable: a buffer in front makes it so.
-        .with_layer(&tower::buffer::BufferLayer::new(CLIENT_BUFFER))
-        .with_layer(&tower::retry::RetryLayer::new(policy))
-        .build();
-    Ok(client)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
